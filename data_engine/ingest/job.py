@@ -1,0 +1,31 @@
+"""The ingest job as one call: tracking, the ingest itself, the summary the job prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from data_engine import lake, tracking
+from data_engine.config import IngestConfig, to_dict
+from data_engine.ingest.run import ingest
+
+
+def ingest_job(spark: Any, lake_dir: str, inputs: list[str], *, source: str | None = None,
+               cfg: IngestConfig = IngestConfig()) -> dict[str, Any]:
+    params = {"inputs": inputs, "lake": lake_dir, "source": source, "ingest": to_dict(cfg)}
+    with tracking.start_run("ingest", work_dir=tracking.work_dir_for(lake_dir), params=params) as run:
+        result = ingest(spark, lake_dir, inputs, source=source, cfg=cfg, run=run)
+        for name, version in result.tables.items():
+            run.table_written(name, lake.table_path(lake_dir, name), version)
+        metrics = {"in": result.records, "kept": result.docs, "quarantined": result.quarantined,
+                   "files": result.files, "skipped_files": result.skipped_files,
+                   "ignored_files": result.ignored_files}
+        metrics.update({f"kept.{lang}": n for lang, n in result.per_lang.items()})
+        metrics.update({f"quarantined.{code}": n for code, n in result.per_reason.items()})
+        run.log_metrics(metrics)
+        run.set_tags({"batch_id": result.batch_id, "source": result.source})
+    return {"in": result.records, "kept": result.docs, "dropped": 0,
+            "quarantined": result.quarantined, "tables": result.tables,
+            "mlflow_run_id": run.run_id, "batch_id": result.batch_id, "source": result.source,
+            "files": result.files, "skipped_files": result.skipped_files,
+            "ignored_files": result.ignored_files, "kept_by_lang": result.per_lang,
+            "quarantined_by_reason": result.per_reason}

@@ -1,0 +1,283 @@
+"""Turn the bytes of one input split into rows: a document, or a quarantine row with its reason.
+
+Pure Python, no Spark: the executors run these inside `mapInPandas`, tests call them directly.
+Every record that is read comes out as exactly one row, so `in = kept + quarantined` holds by
+construction; nothing here raises on bad data.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import math
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from data_engine.ingest import reasons as R
+from data_engine.langs import UNKNOWN, normalize_lang
+
+COLUMNS = ("kind", "source_file", "record_no", "text", "url", "lang", "id", "meta",
+           "payload", "payload_size", "payload_truncated", "reason")
+KNOWN_FIELDS = ("text", "url", "lang", "id")
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_record_bytes: int = 16 * 1024 * 1024
+    """Records (JSON lines, Parquet rows) larger than this are quarantined, not parsed."""
+    max_payload_bytes: int = 64 * 1024
+    """How much of a bad record's raw bytes the quarantine row keeps."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """A unit of reading work: a byte range of a JSONL file, or a whole gz/Parquet file."""
+
+    path: str
+    format: str  # "jsonl", "jsonl.gz", "parquet"
+    start: int = 0
+    end: int = -1  # -1: to the end of the file
+    newlines_before: int = 0  # '\n' bytes in [0, start): gives 1-based line numbers
+
+
+def _doc(path: str, no: int | None, text: str, url: str | None, lang: str, doc_id: str | None,
+         meta: str) -> dict[str, Any]:
+    return {"kind": "doc", "source_file": path, "record_no": no, "text": text, "url": url,
+            "lang": lang, "id": doc_id, "meta": meta, "payload": None, "payload_size": None,
+            "payload_truncated": None, "reason": None}
+
+
+def _bad(path: str, no: int | None, why: str, raw: bytes | str | None, limits: Limits,
+         size: int | None = None) -> dict[str, Any]:
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "backslashreplace")
+    size = size if size is not None else (len(raw) if raw is not None else None)
+    payload = None
+    truncated = None
+    if raw is not None:
+        truncated = len(raw) > limits.max_payload_bytes or (size is not None and size > len(raw))
+        payload = raw[: limits.max_payload_bytes].decode("utf-8", "backslashreplace")
+    return {"kind": "bad", "source_file": path, "record_no": no, "text": None, "url": None,
+            "lang": None, "id": None, "meta": None, "payload": payload, "payload_size": size,
+            "payload_truncated": truncated, "reason": why}
+
+
+def _typename(value: Any) -> str:
+    return {dict: "object", list: "array", bool: "boolean", int: "number", float: "number",
+            str: "string", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return str(value)
+
+
+def record_to_row(obj: Any, path: str, no: int | None, raw: bytes | str, limits: Limits) -> dict[str, Any]:
+    """Validate one decoded record (a JSON object or a Parquet row as a dict)."""
+    if not isinstance(obj, dict):
+        return _bad(path, no, R.reason(R.NOT_AN_OBJECT, f"record is a JSON {_typename(obj)}"), raw, limits)
+    if "text" not in obj:
+        return _bad(path, no, R.reason(R.MISSING_TEXT, "no 'text' field"), raw, limits)
+    text = obj["text"]
+    if text is None:
+        return _bad(path, no, R.reason(R.NULL_TEXT, "'text' is null"), raw, limits)
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return _bad(path, no, R.reason(R.INVALID_UTF8, f"'text' bytes: {exc.reason} at byte "
+                                                           f"{exc.start}"), raw, limits)
+    if not isinstance(text, str):
+        return _bad(path, no, R.reason(R.TEXT_NOT_STRING, f"'text' is a {_typename(text)}"), raw, limits)
+    if not text.strip():
+        return _bad(path, no, R.reason(R.EMPTY_TEXT, "'text' is empty or whitespace only"), raw, limits)
+    fields: dict[str, str | None] = {}
+    for key in ("url", "lang"):
+        value = obj.get(key)
+        if value is not None and not isinstance(value, str):
+            return _bad(path, no, R.reason(R.FIELD_NOT_STRING, f"'{key}' is a {_typename(value)}"),
+                        raw, limits)
+        fields[key] = value
+    rid = obj.get("id")
+    if rid is not None and not isinstance(rid, str):
+        rid = json.dumps(rid, ensure_ascii=False, default=_json_default)
+    lang = normalize_lang(fields["lang"])
+    others = {k: v for k, v in obj.items() if k not in KNOWN_FIELDS}
+    if lang == UNKNOWN and fields["lang"] not in (None, ""):
+        others["lang"] = fields["lang"]  # unusable as a code, kept so nothing is lost
+    try:
+        meta = json.dumps(others, ensure_ascii=False, default=_json_default, allow_nan=False)
+    except (ValueError, TypeError):
+        meta = json.dumps(others, ensure_ascii=True, default=_json_default)
+    for name, value in (("text", text), ("url", fields["url"]), ("id", rid), ("meta", meta)):
+        if value is not None and not _encodable(value):
+            return _bad(path, no, R.reason(R.INVALID_UNICODE, f"lone surrogate in '{name}'"), raw, limits)
+    return _doc(path, no, text, fields["url"], lang, rid, meta)
+
+
+def parse_json_line(line: bytes, path: str, no: int, limits: Limits) -> dict[str, Any]:
+    try:
+        decoded = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _bad(path, no, R.reason(R.INVALID_UTF8, f"{exc.reason} at byte {exc.start}"), line, limits)
+    try:
+        obj = json.loads(decoded)
+    except json.JSONDecodeError as exc:
+        return _bad(path, no, R.reason(R.INVALID_JSON, f"{exc.msg} at column {exc.colno}"), line, limits)
+    except (RecursionError, ValueError) as exc:
+        return _bad(path, no, R.reason(R.INVALID_JSON, type(exc).__name__), line, limits)
+    return record_to_row(obj, path, no, line, limits)
+
+
+def _open_binary(split: Split) -> BinaryIO:
+    handle = open(split.path, "rb")  # noqa: SIM115 - closed by the caller
+    if split.format == "jsonl.gz":
+        return gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
+    return handle
+
+
+def read_jsonl(split: Split, limits: Limits) -> Iterator[dict[str, Any]]:
+    """Rows of the lines that start inside the split (Hadoop's rule), with 1-based line numbers."""
+    try:
+        stream = _open_binary(split)
+    except OSError as exc:
+        yield _bad(split.path, None, R.reason(R.UNREADABLE_FILE, str(exc)), None, limits)
+        return
+    with stream:
+        reader = io.BufferedReader(stream, buffer_size=1 << 20) if split.format == "jsonl.gz" else stream
+        line_no = split.newlines_before
+        pos = split.start
+        seen_any = False
+        try:
+            if split.start > 0:
+                reader.seek(split.start - 1)
+                if reader.read(1) != b"\n":  # mid-line: that line belongs to the previous split
+                    skipped = _skip_line(reader, limits)
+                    pos += skipped
+                    line_no += 1
+            while split.end < 0 or pos < split.end:
+                line, size, oversized = _read_line(reader, limits)
+                if size == 0:
+                    break
+                pos += size
+                line_no += 1
+                if line_no == 1 and line.startswith(_BOM):
+                    line = line[len(_BOM):]
+                if oversized:
+                    yield _bad(split.path, line_no, R.reason(R.RECORD_TOO_LARGE,
+                               f"{size} bytes > limit {limits.max_record_bytes}"), line, limits, size=size)
+                    continue
+                stripped = line.strip()
+                if stripped:  # blank lines separate nothing and carry no record
+                    seen_any = True
+                    yield parse_json_line(stripped, split.path, line_no, limits)
+            if not seen_any and split.start == 0 and split.end < 0:
+                yield _bad(split.path, None, R.reason(R.EMPTY_FILE, "no records in file"), b"", limits)
+        except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            code = R.UNREADABLE_GZIP if split.format == "jsonl.gz" else R.UNREADABLE_FILE
+            yield _bad(split.path, line_no + 1, R.reason(code, f"{exc} (after line {line_no})"), None, limits)
+
+
+def _read_line(reader: Any, limits: Limits) -> tuple[bytes, int, bool]:
+    """One line without its newline, its size in bytes including the newline, and whether it is
+    over the record limit.
+
+    A line longer than the limit is consumed in chunks and only its head is kept, so a
+    multi-gigabyte 'record' never sits in memory.
+    """
+    chunk = reader.readline(limits.max_record_bytes + 2)
+    if not chunk:
+        return b"", 0, False
+    size = len(chunk)
+    line = chunk.rstrip(b"\r\n")
+    if len(line) <= limits.max_record_bytes:
+        return line, size, False
+    head = chunk[: limits.max_payload_bytes]
+    while not chunk.endswith(b"\n"):
+        chunk = reader.readline(1 << 20)
+        if not chunk:
+            break
+        size += len(chunk)
+    return head, size, True
+
+
+def _skip_line(reader: Any, limits: Limits) -> int:
+    size = 0
+    while True:
+        more = reader.readline(1 << 20)
+        size += len(more)
+        if not more or more.endswith(b"\n"):
+            return size
+
+
+def read_parquet(split: Split, limits: Limits, batch_rows: int = 2000) -> Iterator[dict[str, Any]]:
+    """Rows of a Parquet file; a file whose schema lacks a usable `text` quarantines every row."""
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(split.path)
+        names = pf.schema_arrow.names
+    except Exception as exc:  # not Parquet, truncated footer, …
+        yield _bad(split.path, None, R.reason(R.UNREADABLE_PARQUET, " ".join(str(exc).split())[:300]),
+                   None, limits)
+        return
+    if pf.metadata.num_rows == 0:
+        yield _bad(split.path, None, R.reason(R.EMPTY_FILE, f"Parquet file has no rows (columns: "
+                                                           f"{', '.join(names)})"), b"", limits)
+        return
+    schema_problem = None
+    if "text" not in names:
+        schema_problem = R.reason(R.MISSING_TEXT, f"Parquet schema has no 'text' column "
+                                                  f"(columns: {', '.join(names)})")
+    row_no = 0
+    try:
+        for batch in pf.iter_batches(batch_size=batch_rows):
+            for record in batch.to_pylist():
+                row_no += 1
+                raw = json.dumps(record, ensure_ascii=False, default=_json_default)
+                if schema_problem:
+                    yield _bad(split.path, row_no, schema_problem, raw, limits)
+                elif len(raw.encode("utf-8", "surrogatepass")) > limits.max_record_bytes:
+                    yield _bad(split.path, row_no, R.reason(R.RECORD_TOO_LARGE,
+                               f"row > limit {limits.max_record_bytes} bytes"), raw, limits)
+                else:
+                    yield record_to_row(record, split.path, row_no, raw, limits)
+    except Exception as exc:  # a corrupt page in the middle of the file
+        yield _bad(split.path, row_no + 1, R.reason(R.UNREADABLE_PARQUET,
+                   f"{' '.join(str(exc).split())[:300]} (after row {row_no})"), None, limits)
+
+
+def read_split(split: Split, limits: Limits) -> Iterator[dict[str, Any]]:
+    if split.format == "parquet":
+        return read_parquet(split, limits)
+    return read_jsonl(split, limits)
+
+
+def count_newlines(path: str, start: int, end: int) -> int:
+    """'\\n' bytes in [start, end): the pre-pass that gives split line numbers."""
+    total = 0
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        remaining = end - start
+        while remaining > 0:
+            block = handle.read(min(remaining, 1 << 24))
+            if not block:
+                break
+            total += block.count(b"\n")
+            remaining -= len(block)
+    return total

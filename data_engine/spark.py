@@ -1,0 +1,94 @@
+"""The only place that builds a SparkSession.
+
+Run from `spark-submit`, the session (master, memory, packages) comes from spark-submit and is
+only given the settings it lacks; run from plain Python it is `local[*]` (or
+`$SAILYARD_SPARK_MASTER`). Either way: UTC, few shuffle partitions for small local data, string
+partition values, Arrow for pandas UDFs, quiet logs, and the Delta extensions when the Delta jars
+are on the classpath (then the lake commits natively instead of through delta-rs).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+
+_DEFAULTS: dict[str, str] = {
+    "spark.sql.session.timeZone": "UTC",
+    # `lang=123` must stay a string; table schemas come from the Delta log, not from paths.
+    "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    # Small Arrow batches keep numpy temporaries in cache (measured: notes/spark-minhash.md).
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "2000",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.ui.enabled": "false",
+    "spark.sql.parquet.compression.codec": "zstd",
+}
+_LOCAL_DEFAULTS: dict[str, str] = {
+    "spark.sql.shuffle.partitions": "8",
+    "spark.default.parallelism": "4",
+    "spark.driver.memory": "4g",
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.driver.host": "127.0.0.1",
+}
+
+
+def under_spark_submit() -> bool:
+    """True when this Python driver was launched by spark-submit (it hands us its JVM)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def get_spark(app_name: str = "sailyard", conf: dict[str, str] | None = None) -> Any:
+    """Return the active session or build one; `conf` entries win over the defaults."""
+    # Executors must run this interpreter (pandas UDFs need its packages).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    from pyspark import SparkConf, SparkContext
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    wanted = dict(_DEFAULTS)
+    if not under_spark_submit():
+        wanted["spark.master"] = os.environ.get("SAILYARD_SPARK_MASTER", "local[*]")
+        if wanted["spark.master"].startswith("local"):
+            wanted.update(_LOCAL_DEFAULTS)
+            wanted["spark.driver.memory"] = os.environ.get("SAILYARD_DRIVER_MEMORY",
+                                                           wanted["spark.driver.memory"])
+    wanted.update(conf or {})
+    given = SparkConf()  # under spark-submit: what the user passed; those settings win
+    builder = SparkSession.builder.appName(app_name)
+    for key, value in wanted.items():
+        if conf and key in conf or not given.contains(key):
+            builder = builder.config(key, value)
+    SparkContext._ensure_initialized()  # start (or join) the JVM so we can look for the Delta jars
+    if _delta_jars_present() and not given.contains("spark.sql.extensions"):
+        builder = builder.config("spark.sql.extensions", DELTA_EXTENSION)
+        builder = builder.config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("SAILYARD_SPARK_LOG_LEVEL", "WARN"))
+    return spark
+
+
+def _delta_jars_present() -> bool:
+    from pyspark import SparkContext
+
+    jvm = SparkContext._jvm
+    if jvm is None:
+        return False
+    try:
+        loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
+        jvm.java.lang.Class.forName(DELTA_EXTENSION, False, loader)
+        return True
+    except Exception:
+        return False
+
+
+def delta_native(spark: Any) -> bool:
+    """True when this session commits Delta versions itself (delta-spark jars configured)."""
+    return DELTA_EXTENSION in (spark.conf.get("spark.sql.extensions", "") or "")

@@ -1,0 +1,14 @@
+"""Table names of the lake; every job refers to tables through these constants."""
+
+DOCS_RAW = "docs_raw"
+QUARANTINE = "quarantine"
+INGEST_LOG = "ingest_log"
+DOCS_CLEAN = "docs_clean"
+DOCS_DEDUP = "docs_dedup"
+DOCS_SCORED = "docs_scored"
+DOCS_CURATED = "docs_curated"
+DROPS = "drops"
+SHARD_MANIFEST = "shard_manifest"
+
+#: The order data flows through the lake; export reads the last one present.
+CURATION_ORDER = (DOCS_RAW, DOCS_CLEAN, DOCS_DEDUP, DOCS_SCORED, DOCS_CURATED)

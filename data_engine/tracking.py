@@ -1,0 +1,177 @@
+"""The one place that talks to MLflow.
+
+A pipeline run is a parent run and each job a child run; jobs started by the pipeline find their
+parent through the `SAILYARD_PARENT_RUN_ID` environment variable, so a job launched by
+`spark-submit` in another process still nests under it. Without `MLFLOW_TRACKING_URI` the store is
+a SQLite file plus an artifact folder inside the work directory, so a demo needs no server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PARENT_ENV = "SAILYARD_PARENT_RUN_ID"
+EXPERIMENT_ENV = "SAILYARD_EXPERIMENT"
+DEFAULT_EXPERIMENT = "sailyard"
+_PARAM_MAX = 6000  # MLflow rejects longer param values
+
+
+def tracking_uri(work_dir: str | Path) -> str:
+    """`MLFLOW_TRACKING_URI` if set, else `sqlite:///<work_dir>/mlflow/mlflow.db`."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    db = Path(work_dir).resolve() / "mlflow" / "mlflow.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{db}"
+
+
+def artifact_location(work_dir: str | Path) -> str:
+    return (Path(work_dir).resolve() / "mlflow" / "artifacts").as_uri()
+
+
+def git_commit() -> str | None:
+    """The commit of the sailyard checkout this code runs from, when it is a git checkout."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config → `a.b.c` keys with string values, as MLflow params want them."""
+    flat: dict[str, str] = {}
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+            flat[name] = text[:_PARAM_MAX]
+    return flat
+
+
+@dataclass
+class Run:
+    """An open MLflow run and the lineage a job records in it."""
+
+    client: Any
+    run_id: str
+    experiment_id: str
+    tables_read: dict[str, int] = field(default_factory=dict)
+    tables_written: dict[str, int] = field(default_factory=dict)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in sorted(flatten(params).items())]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start:start + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step or 0) for k, v in sorted(metrics.items()) if v is not None]
+        for start in range(0, len(items), 500):
+            self.client.log_batch(self.run_id, metrics=items[start:start + 500])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)[:_PARAM_MAX]) for k, v in sorted(tags.items()) if v is not None]
+        if items:
+            self.client.log_batch(self.run_id, tags=items)
+
+    def table_read(self, name: str, path: str | Path, version: int) -> None:
+        self.tables_read[name] = version
+        self.set_tags({f"table.read.{name}": f"{Path(path).resolve()}@v{version}"})
+
+    def table_written(self, name: str, path: str | Path, version: int) -> None:
+        self.tables_written[name] = version
+        self.set_tags({f"table.written.{name}": f"{Path(path).resolve()}@v{version}"})
+
+    def log_dict(self, obj: Any, artifact_file: str) -> None:
+        self.client.log_dict(self.run_id, obj, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+
+def _experiment_id(client: Any, work_dir: str | Path) -> str:
+    name = os.environ.get(EXPERIMENT_ENV, DEFAULT_EXPERIMENT)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location(work_dir))
+    except Exception:  # another process created it first
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+@contextmanager
+def start_run(name: str, *, work_dir: str | Path, kind: str = "job",
+              params: Mapping[str, Any] | None = None,
+              parent_run_id: str | None = None) -> Iterator[Run]:
+    """Open a run named `name`; nested under `parent_run_id` or `$SAILYARD_PARENT_RUN_ID`.
+
+    The run ends FINISHED when the block exits normally and FAILED when it raises.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri(work_dir))
+    experiment_id = _experiment_id(client, work_dir)
+    parent = parent_run_id or os.environ.get(PARENT_ENV) or None
+    tags = {"sailyard.kind": kind, "sailyard.job": name, "mlflow.runName": name}
+    commit = git_commit()
+    if commit:
+        tags["git_commit"] = commit
+        tags["mlflow.source.git.commit"] = commit
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    mlrun = client.create_run(experiment_id, run_name=name, tags=tags)
+    run = Run(client=client, run_id=mlrun.info.run_id, experiment_id=experiment_id)
+    if params:
+        run.log_params(params)
+    try:
+        yield run
+    except BaseException:
+        client.set_terminated(run.run_id, status="FAILED")
+        raise
+    client.set_terminated(run.run_id, status="FINISHED")
+
+
+def write_temp_json(obj: Any, name: str) -> Path:
+    """A JSON file in a fresh temp dir, for artifacts that must keep a chosen file name."""
+    path = Path(tempfile.mkdtemp(prefix="sailyard-")) / name
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    return path
+
+
+def work_dir_for(lake: str | Path) -> Path:
+    """Jobs given only `--lake` keep their MLflow store beside it: `<lake>/../mlflow`."""
+    return Path(lake).expanduser().resolve().parent

@@ -1,0 +1,322 @@
+"""The training configuration: what one `python -m trainer.pretrain --config x.yaml` run does.
+
+One YAML file mirrors these dataclasses one-to-one (see configs/train_tiny.yaml). Loading is strict
+— an unknown or misspelt key is an error, never silently ignored — because a typo in a learning
+rate or a language weight would otherwise train the wrong model for days. All problems of a file
+are reported together in one `ConfigError`, so a config is fixed in one edit, not one per launch.
+
+Defaults are the tiny CPU model used by tests and the demo; the Sailor2 values they stand in for
+are noted beside each field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from data_engine.errors import ConfigError
+from data_engine.tokenizer import QWEN_PADDED_VOCAB
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    """A Qwen2 decoder (NeMo `Qwen2Config`): RMSNorm, SwiGLU, RoPE, QKV bias, grouped-query attention."""
+
+    num_layers: int = 2  # Sailor2-1B: 48 (Qwen2.5-0.5B's 24 expanded by LlamaPro)
+    hidden_size: int = 64  # Qwen2.5-0.5B: 896
+    ffn_hidden_size: int = 128  # Qwen2.5-0.5B: 4864
+    num_attention_heads: int = 4  # Qwen2.5-0.5B: 14
+    num_query_groups: int = 2  # key/value heads; Qwen2.5-0.5B: 2
+    seq_length: int = 128  # the longest context RoPE is set up for; Sailor2: 4096
+    vocab_size: int = QWEN_PADDED_VOCAB  # the Qwen2 embedding size (151,643 tokens + specials, padded)
+    tie_embeddings: bool = False  # share input embedding and output layer (Qwen2.5-0.5B does)
+
+
+@dataclass(frozen=True)
+class DataArgs:
+    """Which shards to train on and in what proportions; see `trainer.data.blend_from_manifest`."""
+
+    lake: Path = Path("lake")  # the Delta lake root holding the `shard_manifest` table
+    stage: str = "stage1"  # rows of the manifest to use (Sailor2: stage1 broad mix, stage2 anneal)
+    weights: dict[str, float] | None = None  # lang → weight, normalised; None: by token count
+    tokenizer: str = "qwen2.5"  # must be the one the shards were written with (digest is checked)
+    seq_length: int = 128  # tokens per training sample; Sailor2: 4096
+    micro_batch_size: int = 2  # samples per forward pass on one device
+    global_batch_size: int = 4  # samples per optimizer step; Sailor2: 1024
+    split: str = "98,2,0"  # train,validation,test shares of every shard's documents
+    num_workers: int = 0  # data loader processes per device; 2–8 on a GPU node
+
+
+@dataclass(frozen=True)
+class ScheduleArgs:
+    """AdamW with a warmup-hold-anneal (WSD) learning rate.
+
+    Sailor2 stage 1 trains at a constant 1e-4 after 500 warmup steps (hold until the end); stage 2
+    anneals at a 10× lower rate. The defaults are stage 1's shape on a 10-step run.
+    """
+
+    lr: float = 1e-4  # peak rate, held after warmup; Sailor2 stage 1: 1e-4, stage 2: 1e-5
+    min_lr: float = 1e-5  # where the anneal ends
+    warmup_ratio: float = 0.1  # share of max_steps warming up linearly; Sailor2: 500 steps
+    hold_ratio: float = 0.9  # share of max_steps at `lr` after warmup; 1 - warmup_ratio: no anneal
+    decay: Literal["linear", "one_minus_square_root"] = "linear"  # anneal shape
+    max_steps: int = 10  # optimizer steps of the whole run
+    weight_decay: float = 0.1
+    clip_grad: float = 1.0  # max global gradient norm; 0 turns clipping off
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run: model, data, schedule, and where its outputs go."""
+
+    name: str = "tiny"  # run name: checkpoint folder and MLflow run name
+    work_dir: Path = Path("work")  # checkpoints, MLflow store (unless MLFLOW_TRACKING_URI), caches
+    checkpoint_dir: Path | None = None  # None: <work_dir>/checkpoints/<name>
+    restore_from: Path | None = None  # a checkpoint whose weights start this run (stage 2)
+    seed: int = 1234
+    val_check_interval: int = 5  # validate (and checkpoint) every N steps
+    limit_val_batches: int = 2  # batches per validation
+    log_every_n_steps: int = 1
+    model: ModelArgs = field(default_factory=ModelArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    schedule: ScheduleArgs = field(default_factory=ScheduleArgs)
+
+    def __post_init__(self) -> None:
+        # Paths are made absolute once, against the directory the run was launched from, so a
+        # later chdir (NeMo's loggers do not, but a launcher might) changes nothing.
+        for name in ("work_dir", "checkpoint_dir", "restore_from"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value).expanduser().absolute())
+        object.__setattr__(self, "data", dataclasses.replace(
+            self.data, lake=Path(self.data.lake).expanduser().absolute()))
+
+    @property
+    def checkpoints(self) -> Path:
+        """Where this run writes its checkpoints."""
+        return self.checkpoint_dir or self.work_dir / "checkpoints" / self.name
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        """Load and validate a YAML config; a top-level `train:` section is used if present.
+
+        Raises:
+            ConfigError: the file is unreadable, has unknown keys or wrong types, or fails
+                `validate()`; the message lists every problem found.
+        """
+        path = Path(path)
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+        if isinstance(doc, Mapping) and "train" in doc:
+            doc, where = doc["train"], "train"
+        else:
+            where = ""
+        return cls.from_dict(doc if doc is not None else {}, where=where, source=str(path))
+
+    @classmethod
+    def from_dict(cls, doc: Any, *, where: str = "", source: str = "config") -> TrainConfig:
+        """Build from plain data (parsed YAML), checking keys and types; then `validate()`."""
+        problems: list[str] = []
+        cfg = _build(cls, doc, where, problems)
+        if problems:
+            raise ConfigError(_report(source, problems))
+        assert isinstance(cfg, TrainConfig)
+        cfg.validate(source=source)
+        return cfg
+
+    def validate(self, *, source: str = "config") -> None:
+        """Check the values against each other.
+
+        Raises:
+            ConfigError: listing every problem, one per line.
+        """
+        problems = [*_check_model(self.model), *_check_data(self.data, self.model),
+                    *_check_schedule(self.schedule)]
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
+            problems.append(f"name: {self.name!r} must be a plain folder name (letters, digits, . _ -)")
+        for key in ("seed", "val_check_interval", "log_every_n_steps"):
+            if getattr(self, key) <= 0:
+                problems.append(f"{key}: must be positive, got {getattr(self, key)}")
+        if self.limit_val_batches < 0:
+            problems.append(f"limit_val_batches: must be 0 (no validation) or more, got {self.limit_val_batches}")
+        if self.restore_from is not None and not self.restore_from.is_dir():
+            problems.append(f"restore_from: no checkpoint directory at {self.restore_from}")
+        if problems:
+            raise ConfigError(_report(source, problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (paths as strings) that `from_dict` reads back; also the MLflow params."""
+        return _plain(dataclasses.asdict(self))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump({"train": self.to_dict()}, sort_keys=False, allow_unicode=True)
+
+
+def _check_model(m: ModelArgs) -> list[str]:
+    ints = [name for name, hint in typing.get_type_hints(ModelArgs).items() if hint is int]
+    problems = [f"model.{name}: must be positive, got {getattr(m, name)}"
+                for name in ints if getattr(m, name) <= 0]
+    if problems:
+        return problems
+    if m.hidden_size % m.num_attention_heads:
+        problems.append(f"model.hidden_size ({m.hidden_size}) must be divisible by "
+                        f"model.num_attention_heads ({m.num_attention_heads})")
+    if m.num_attention_heads % m.num_query_groups:
+        problems.append(f"model.num_attention_heads ({m.num_attention_heads}) must be divisible by "
+                        f"model.num_query_groups ({m.num_query_groups})")
+    return problems
+
+
+def _check_data(d: DataArgs, m: ModelArgs) -> list[str]:
+    problems = []
+    if not d.stage:
+        problems.append("data.stage: must not be empty")
+    if d.weights is not None:
+        if not d.weights:
+            problems.append("data.weights: empty; leave it out to weight languages by token count")
+        problems += [f"data.weights.{lang}: must be positive, got {w}"
+                     for lang, w in d.weights.items() if not w > 0]
+    for key in ("seq_length", "micro_batch_size", "global_batch_size"):
+        if getattr(d, key) <= 0:
+            problems.append(f"data.{key}: must be positive, got {getattr(d, key)}")
+    if d.num_workers < 0:
+        problems.append(f"data.num_workers: must be 0 or more, got {d.num_workers}")
+    if d.micro_batch_size > 0 and d.global_batch_size % d.micro_batch_size:
+        problems.append(f"data.global_batch_size ({d.global_batch_size}) must be a multiple of "
+                        f"data.micro_batch_size ({d.micro_batch_size})")
+    if d.seq_length > m.seq_length:
+        problems.append(f"data.seq_length ({d.seq_length}) exceeds model.seq_length ({m.seq_length})")
+    parts = d.split.split(",")
+    if len(parts) != 3 or not all(re.fullmatch(r"\d+(\.\d+)?", p.strip()) for p in parts):
+        problems.append(f"data.split: expected three non-negative numbers 'train,validation,test', "
+                        f"got {d.split!r}")
+    elif float(parts[0]) <= 0:
+        problems.append(f"data.split: the train share must be positive, got {d.split!r}")
+    return problems
+
+
+def _check_schedule(s: ScheduleArgs) -> list[str]:
+    problems = []
+    if s.max_steps <= 0:
+        problems.append(f"schedule.max_steps: must be positive, got {s.max_steps}")
+    if not s.lr > 0:
+        problems.append(f"schedule.lr: must be positive, got {s.lr}")
+    if not 0 <= s.min_lr <= s.lr:
+        problems.append(f"schedule.min_lr: must be between 0 and lr ({s.lr}), got {s.min_lr}")
+    for key in ("warmup_ratio", "hold_ratio"):
+        if not 0 <= getattr(s, key) <= 1:
+            problems.append(f"schedule.{key}: must be between 0 and 1, got {getattr(s, key)}")
+    if s.warmup_ratio + s.hold_ratio > 1:
+        problems.append(f"schedule: warmup_ratio + hold_ratio = {s.warmup_ratio + s.hold_ratio:g} "
+                        "exceeds 1")
+    if s.weight_decay < 0:
+        problems.append(f"schedule.weight_decay: must be 0 or more, got {s.weight_decay}")
+    if s.clip_grad < 0:
+        problems.append(f"schedule.clip_grad: must be 0 (off) or more, got {s.clip_grad}")
+    return problems
+
+
+def _report(source: str, problems: list[str]) -> str:
+    return f"{source}: {len(problems)} problem(s):\n  " + "\n  ".join(problems)
+
+
+# --- strict loading -----------------------------------------------------------------------------
+
+
+def _build(cls: type, doc: Any, where: str, problems: list[str]) -> Any:
+    """Instantiate dataclass `cls` from a mapping, recording unknown keys and type errors."""
+    label = where or "top level"
+    if not isinstance(doc, Mapping):
+        problems.append(f"{label}: expected a mapping of keys, got {type(doc).__name__}")
+        return None
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in doc:
+        if key not in known:
+            problems.append(f"{_join(where, key)}: unknown key (known: {', '.join(sorted(known))})")
+    kwargs = {}
+    for key in known & set(doc):
+        value = _coerce(doc[key], hints[key], _join(where, key), problems)
+        if value is not _INVALID:
+            kwargs[key] = value
+    if len(kwargs) < len(known & set(doc)):
+        return None
+    return cls(**kwargs)
+
+
+_INVALID = object()
+
+
+def _coerce(value: Any, hint: Any, where: str, problems: list[str]) -> Any:
+    """`value` as type `hint`, or `_INVALID` after recording why not."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, where, problems)
+    if dataclasses.is_dataclass(hint):
+        built = _build(hint, value, where, problems)
+        return _INVALID if built is None else built
+    if origin is Literal:
+        if value in args:
+            return value
+        problems.append(f"{where}: expected one of {', '.join(map(repr, args))}, got {value!r}")
+        return _INVALID
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            problems.append(f"{where}: expected a mapping, got {type(value).__name__}")
+            return _INVALID
+        key_type, value_type = args
+        out = {}
+        for k, v in value.items():
+            k2 = _coerce(k, key_type, f"{where}.{k}", problems)
+            v2 = _coerce(v, value_type, f"{where}.{k}", problems)
+            if k2 is _INVALID or v2 is _INVALID:
+                return _INVALID
+            out[k2] = v2
+        return out
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif hint is Path:
+        if isinstance(value, str) and value:
+            return Path(value)
+    else:  # pragma: no cover - a field type this loader was not taught
+        raise TypeError(f"config field {where} has unsupported type {hint!r}")
+    name = "path" if hint is Path else hint.__name__
+    problems.append(f"{where}: expected {name}, got {value!r}")
+    return _INVALID
+
+
+def _join(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

@@ -1,0 +1,128 @@
+"""From the shard manifest to the blend NeMo's `PreTrainingDataModule(paths=...)` takes.
+
+The mixture is decided per language (RegMix, or by token count); Megatron blends per shard. This
+module turns one into the other and refuses to train on shards that cannot be right: tokenised
+with another tokenizer, missing on disk, or absent for a language the mixture asks for. The rows
+it used are hashed, so an MLflow run names the exact shards its checkpoint saw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from data_engine import lake as lake_io
+from data_engine.errors import ConfigError, TableNotFoundError
+from data_engine.tables import SHARD_MANIFEST
+from data_engine.tokenizer import identity
+
+MANIFEST_COLUMNS = ("stage", "lang", "prefix", "docs", "tokens", "source_table", "source_version",
+                    "tokenizer", "tokenizer_digest", "vocab_size", "eod_id")
+
+
+@dataclass(frozen=True)
+class Blend:
+    """The shards one training stage reads, and where that list came from."""
+
+    paths: list[float | str]  # [w1, prefix1, w2, prefix2, ...], weights summing to 1
+    lang_weights: dict[str, float]  # normalised weight of each language in the blend
+    manifest_path: Path
+    manifest_version: int
+    digest: str  # sha256 of the manifest rows used, as canonical JSON
+
+    @property
+    def prefixes(self) -> list[str]:
+        return [str(p) for p in self.paths[1::2]]
+
+
+def blend_from_manifest(lake: str | Path, stage: str, weights: Mapping[str, float] | None = None, *,
+                        tokenizer: str = "qwen2.5") -> Blend:
+    """Read `<lake>/shard_manifest` and weight the shards of `stage`.
+
+    Args:
+        lake: the Delta lake root.
+        stage: manifest rows with this `stage` are used; others are ignored.
+        weights: language → weight (any positive scale; normalised here). Languages of the stage
+            that are not named get no weight. None: every language of the stage, by token count.
+        tokenizer: the training tokenizer (a `data_engine.tokenizer` name or directory); the
+            shards must have been written with exactly this tokenizer file.
+
+    Within a language, shards share its weight in proportion to their tokens.
+
+    Raises:
+        TableNotFoundError: the lake has no shard manifest.
+        ConfigError: no rows for `stage`, a weighted language without shards, a non-positive
+            weight, a tokenizer mismatch, or a shard whose .bin/.idx is missing.
+    """
+    version = lake_io.table_version(lake, SHARD_MANIFEST)
+    if version is None:
+        raise TableNotFoundError(f"no {SHARD_MANIFEST} table in lake {Path(lake).resolve()}; "
+                                 "export shards first")
+    table = lake_io.read_arrow(lake, SHARD_MANIFEST, version=version)
+    missing_cols = [c for c in MANIFEST_COLUMNS if c not in table.column_names]
+    if missing_cols:
+        raise ConfigError(f"{SHARD_MANIFEST} v{version} lacks columns {missing_cols}")
+    where = f"{SHARD_MANIFEST} v{version} in {Path(lake).resolve()}"
+    rows = [r for r in table.select(list(MANIFEST_COLUMNS)).to_pylist() if r["stage"] == stage]
+    if not rows:
+        stages = sorted(set(table.column("stage").to_pylist()))
+        raise ConfigError(f"{where} has no shards for stage {stage!r} (stages present: {stages})")
+
+    by_lang: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["tokens"] > 0:  # an empty shard cannot be sampled from; Megatron rejects weight 0
+            by_lang.setdefault(row["lang"], []).append(row)
+    lang_weights = _language_weights(by_lang, weights, where, stage)
+    used = sorted((r for lang in lang_weights for r in by_lang[lang]),
+                  key=lambda r: (r["lang"], r["prefix"]))
+    _check_shards(used, tokenizer, where)
+
+    paths: list[float | str] = []
+    for row in used:
+        lang_tokens = sum(r["tokens"] for r in by_lang[row["lang"]])
+        paths += [lang_weights[row["lang"]] * row["tokens"] / lang_tokens, row["prefix"]]
+    canonical = json.dumps(used, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return Blend(paths=paths, lang_weights=lang_weights,
+                 manifest_path=lake_io.table_path(lake, SHARD_MANIFEST), manifest_version=version,
+                 digest=hashlib.sha256(canonical.encode("utf-8")).hexdigest())
+
+
+def _language_weights(by_lang: Mapping[str, list[dict[str, Any]]],
+                      weights: Mapping[str, float] | None, where: str, stage: str) -> dict[str, float]:
+    if weights is None:
+        raw = {lang: float(sum(r["tokens"] for r in shards)) for lang, shards in by_lang.items()}
+        if not raw:
+            raise ConfigError(f"{where}: every shard of stage {stage!r} is empty")
+    else:
+        problems = [f"weight of {lang!r} must be positive, got {w}" for lang, w in weights.items()
+                    if not w > 0]
+        problems += [f"{lang!r} has a weight but no shard with tokens in stage {stage!r} "
+                     f"(languages with shards: {sorted(by_lang)})" for lang in weights if lang not in by_lang]
+        if problems:
+            raise ConfigError(f"{where}: " + "; ".join(problems))
+        raw = {lang: float(w) for lang, w in weights.items()}
+    total = sum(raw.values())
+    return {lang: raw[lang] / total for lang in sorted(raw)}
+
+
+def _check_shards(rows: list[dict[str, Any]], tokenizer: str, where: str) -> None:
+    want = identity(tokenizer)
+    problems = []
+    for row in rows:
+        shard = f"{row['lang']} shard {row['prefix']}"
+        if row["tokenizer_digest"] != want.digest:
+            problems.append(f"{shard} was tokenised with {row['tokenizer']!r} "
+                            f"(tokenizer.json sha256 {row['tokenizer_digest'][:12]}…), the trainer uses "
+                            f"{tokenizer!r} ({want.digest[:12]}…); re-export the shards")
+        elif row["eod_id"] != want.eod_id:
+            problems.append(f"{shard} ends documents with id {row['eod_id']}, the tokenizer's EOD "
+                            f"is {want.eod_id}")
+        missing = [ext for ext in (".bin", ".idx") if not Path(row["prefix"] + ext).is_file()]
+        if missing:
+            problems.append(f"{shard}: missing {' and '.join(row['prefix'] + e for e in missing)}")
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems))

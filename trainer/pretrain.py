@@ -1,0 +1,290 @@
+"""Pretrain a Qwen2 model with NeMo 2 on the lake's Megatron shards.
+
+    python -m trainer.pretrain --config configs/train_tiny.yaml [--max-steps N] [--work-dir DIR]
+
+The run reads in the order it happens:
+
+    setup(cfg)          check the config, pick GPU or CPU (CPU: apply trainer.cpu_patches), read the
+                        shard manifest into a blend, build the tokenizer
+    build_recipe(...)   pure: every NeMo argument as plain values, testable without NeMo
+    run(...)            build the NeMo objects from the recipe and call `llm.pretrain`
+
+`pretrain(cfg)` chains them inside an MLflow run (child of $SAILYARD_PARENT_RUN_ID when set), into
+which Lightning's `MLFlowLogger` writes the training curves. Stage 2 is the same command with
+`restore_from` set: weights come from the stage-1 checkpoint, the optimizer and schedule start
+fresh (Sailor2 anneals stage 2 at its own, lower learning rate).
+
+The last line on stdout is the job summary (`data_engine.jobrun`); NeMo's own output goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from data_engine import tracking
+from data_engine.errors import ConfigError
+from data_engine.jobrun import run_job
+from data_engine.tables import SHARD_MANIFEST
+from trainer import cpu_patches
+from trainer.config import TrainConfig
+from trainer.data import Blend, blend_from_manifest
+
+JOB = "train"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What `setup` found out about the machine and the data."""
+
+    cfg: TrainConfig
+    blend: Blend
+    tokenizer: Any  # a NeMo TokenizerSpec
+    gpu: bool
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every argument NeMo is built from, as plain values.
+
+    Each field holds the keyword arguments of one NeMo/Megatron constructor, named in its comment;
+    `run` adds only what cannot be plain data (the tokenizer, the MLflow logger).
+    """
+
+    model: dict[str, Any]  # llm.Qwen2Config
+    data: dict[str, Any]  # llm.PreTrainingDataModule
+    optimizer: dict[str, Any]  # megatron.core.optimizer.OptimizerConfig
+    scheduler: dict[str, Any]  # nl.lr_scheduler.WarmupHoldAnnealScheduler
+    strategy: dict[str, Any]  # nl.MegatronStrategy
+    precision: str  # nl.MegatronMixedPrecision
+    trainer: dict[str, Any]  # nl.Trainer
+    checkpoint: dict[str, Any]  # nl.ModelCheckpoint
+    log_dir: Path  # NeMoLogger(explicit_log_dir=...): NeMo's text logs
+    restore_from: Path | None  # nl.RestoreConfig(path=...): initial weights (stage 2)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    steps: int
+    final_train_loss: float | None
+    checkpoint: Path | None
+
+
+# --- setup --------------------------------------------------------------------------------------
+
+
+def setup(cfg: TrainConfig) -> Prepared:
+    """Validate `cfg`, prepare this machine, and resolve the data; no training yet.
+
+    Raises:
+        ConfigError: an invalid config, manifest or tokenizer (see `blend_from_manifest`).
+    """
+    cfg.validate()
+    gpu = not cpu_patches.needed()
+    if not gpu:
+        cpu_patches.apply()  # before NeMo builds anything
+    blend = blend_from_manifest(cfg.data.lake, cfg.data.stage, cfg.data.weights,
+                                tokenizer=cfg.data.tokenizer)
+    from trainer.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer(cfg.data.tokenizer, vocab_size=cfg.model.vocab_size)
+    cfg.work_dir.mkdir(parents=True, exist_ok=True)
+    return Prepared(cfg=cfg, blend=blend, tokenizer=tokenizer, gpu=gpu)
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """`path` if it is a NeMo checkpoint, else the newest `*-last` checkpoint inside it.
+
+    Lets a stage-2 config name the stage-1 run's checkpoint folder instead of a file name that
+    embeds the step count.
+    """
+    if (path / "weights").is_dir() or (path / "context").is_dir():
+        return path
+    last = sorted((p for p in path.glob("*-last") if (p / "weights").is_dir()),
+                  key=lambda p: p.stat().st_mtime)
+    if not last:
+        raise ConfigError(f"restore_from: {path} is neither a NeMo checkpoint (no weights/ inside) "
+                          "nor a folder holding a '*-last' checkpoint")
+    return last[-1]
+
+
+# --- the recipe (pure) --------------------------------------------------------------------------
+
+
+def build_recipe(cfg: TrainConfig, blend: Blend, *, gpu: bool) -> Recipe:
+    """Translate the config into NeMo's arguments. Pure: reads nothing, imports no NeMo."""
+    m, d, s = cfg.model, cfg.data, cfg.schedule
+    model = dict(
+        num_layers=m.num_layers, hidden_size=m.hidden_size, ffn_hidden_size=m.ffn_hidden_size,
+        num_attention_heads=m.num_attention_heads, num_query_groups=m.num_query_groups,
+        seq_length=m.seq_length, vocab_size=m.vocab_size,
+        share_embeddings_and_output_weights=m.tie_embeddings,
+    )
+    if not gpu:
+        # The fused kernels are CUDA-only; weights are initialised on the host.
+        model.update(gradient_accumulation_fusion=False, masked_softmax_fusion=False,
+                     bias_activation_fusion=False, bias_dropout_fusion=False, apply_rope_fusion=False,
+                     persist_layer_norm=False, use_cpu_initialization=True)
+    data = dict(
+        paths=list(blend.paths), seq_length=d.seq_length, micro_batch_size=d.micro_batch_size,
+        global_batch_size=d.global_batch_size, split=d.split, seed=cfg.seed,
+        num_workers=d.num_workers, pin_memory=gpu, persistent_workers=False,
+        # Megatron caches its sample index next to the shards unless told otherwise; the lake may
+        # be read-only and shared, so the cache lives with the run.
+        index_mapping_dir=str(cfg.work_dir / "dataset_index"),
+    )
+    optimizer = dict(
+        optimizer="adam", lr=s.lr, min_lr=s.min_lr, weight_decay=s.weight_decay,
+        adam_beta1=0.9, adam_beta2=0.95, adam_eps=1e-8, clip_grad=s.clip_grad,
+        # Megatron's distributed optimizer shards state over data-parallel GPUs; it needs CUDA.
+        use_distributed_optimizer=gpu,
+    )
+    scheduler = dict(warmup_ratio=s.warmup_ratio, hold_ratio=s.hold_ratio, max_steps=s.max_steps,
+                     decay_schedule=s.decay, min_lr=s.min_lr)
+    strategy = dict(
+        tensor_model_parallel_size=1, pipeline_model_parallel_size=1, context_parallel_size=1,
+        sequence_parallel=False, ckpt_async_save=False, ckpt_parallel_load=gpu,
+        process_group_backend="nccl" if gpu else "gloo",
+    )
+    trainer = dict(
+        accelerator="gpu" if gpu else "cpu", devices=1, num_nodes=1, max_steps=s.max_steps,
+        val_check_interval=cfg.val_check_interval, limit_val_batches=cfg.limit_val_batches,
+        limit_test_batches=0, log_every_n_steps=cfg.log_every_n_steps, num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # Megatron's sampler shards the data
+        logger=False,  # no default TensorBoard logger: MLflow is added by NeMoLogger
+    )
+    checkpoint = dict(
+        dirpath=str(cfg.checkpoints), filename=f"{cfg.name}--{{step}}-{{consumed_samples}}",
+        monitor="step", mode="max", save_top_k=1, save_last=True,
+        every_n_train_steps=cfg.val_check_interval,
+        # The final checkpoint keeps the optimizer state, so that an interrupted or extended run
+        # can resume from it (without it resuming fails with KeyError: optimizer.state…).
+        save_optim_on_train_end=True,
+    )
+    return Recipe(model=model, data=data, optimizer=optimizer, scheduler=scheduler, strategy=strategy,
+                  precision="bf16-mixed" if gpu else "32", trainer=trainer, checkpoint=checkpoint,
+                  log_dir=cfg.work_dir / "logs" / cfg.name,
+                  restore_from=resolve_checkpoint(cfg.restore_from) if cfg.restore_from else None)
+
+
+# --- run ----------------------------------------------------------------------------------------
+
+
+def run(recipe: Recipe, tokenizer: Any, *, mlflow_run_id: str, tracking_uri: str) -> Outcome:
+    """Build NeMo's objects from `recipe` and train; returns what the run reached."""
+    from lightning.pytorch.loggers import MLFlowLogger
+    from megatron.core.optimizer import OptimizerConfig
+    from nemo import lightning as nl
+    from nemo.collections import llm
+    from nemo.lightning.ckpt_utils import ckpt_to_dir
+    from nemo.lightning.pytorch.optim import MegatronOptimizerModule, WarmupHoldAnnealScheduler
+
+    model = llm.Qwen2Model(llm.Qwen2Config(**recipe.model), tokenizer=tokenizer)
+    data = llm.PreTrainingDataModule(tokenizer=tokenizer, **recipe.data)
+    optim = MegatronOptimizerModule(config=OptimizerConfig(**recipe.optimizer),
+                                    lr_scheduler=WarmupHoldAnnealScheduler(**recipe.scheduler))
+    trainer = nl.Trainer(strategy=nl.MegatronStrategy(**recipe.strategy),
+                         plugins=nl.MegatronMixedPrecision(precision=recipe.precision),
+                         **recipe.trainer)
+    checkpoint = nl.ModelCheckpoint(**recipe.checkpoint)
+    log = nl.NeMoLogger(explicit_log_dir=str(recipe.log_dir), ckpt=checkpoint,
+                        extra_loggers=[MLFlowLogger(run_id=mlflow_run_id, tracking_uri=tracking_uri)])
+    resume = None
+    if recipe.restore_from is not None:
+        resume = nl.AutoResume(restore_config=nl.RestoreConfig(path=str(recipe.restore_from)))
+
+    llm.pretrain(model=model, data=data, trainer=trainer, log=log, resume=resume, optim=optim)
+
+    loss = trainer.callback_metrics.get("reduced_train_loss")
+    last = checkpoint.last_model_path
+    return Outcome(steps=int(trainer.global_step),
+                   final_train_loss=float(loss) if loss is not None else None,
+                   checkpoint=ckpt_to_dir(last) if last else None)
+
+
+def pretrain(cfg: TrainConfig, *, config_file: Path | None = None) -> dict[str, Any]:
+    """setup → build_recipe → run, recorded in one MLflow run; returns the job summary fields."""
+    prepared = setup(cfg)
+    recipe = build_recipe(cfg, prepared.blend, gpu=prepared.gpu)
+    blend = prepared.blend
+    with tracking.start_run(cfg.name, work_dir=cfg.work_dir, kind=JOB, params=cfg.to_dict()) as mlrun:
+        mlrun.table_read(SHARD_MANIFEST, blend.manifest_path, blend.manifest_version)
+        mlrun.set_tags({"shard_manifest_digest": blend.digest,
+                        "restore_from": recipe.restore_from,
+                        "accelerator": recipe.trainer["accelerator"]})
+        mlrun.log_text(cfg.to_yaml(), "config/train.yaml")
+        if config_file is not None:
+            mlrun.log_artifact(config_file, "config/source")
+        outcome = run(recipe, prepared.tokenizer, mlflow_run_id=mlrun.run_id,
+                      tracking_uri=tracking.tracking_uri(cfg.work_dir))
+        mlrun.set_tags({"checkpoint": outcome.checkpoint})
+    return {
+        "run": cfg.name,
+        "steps": outcome.steps,
+        "final_train_loss": outcome.final_train_loss,
+        "checkpoint": str(outcome.checkpoint) if outcome.checkpoint else None,
+        "restored_from": str(recipe.restore_from) if recipe.restore_from else None,
+        "blend": blend.lang_weights,
+        "shard_manifest_digest": blend.digest,
+        "tables": {},
+        "tables_read": dict(mlrun.tables_read),
+        "mlflow_run_id": mlrun.run_id,
+    }
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def load_config(args: argparse.Namespace) -> TrainConfig:
+    """The YAML config with the command-line overrides applied (then validated again)."""
+    cfg = TrainConfig.from_yaml(args.config)
+    if args.max_steps is not None:
+        cfg = dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule, max_steps=args.max_steps))
+    if args.work_dir is not None:
+        cfg = dataclasses.replace(cfg, work_dir=args.work_dir)
+    cfg.validate(source=f"{args.config} with command-line overrides")
+    return cfg
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to file descriptor 1 to stderr for the duration of the block.
+
+    NeMo, Lightning and Megatron print progress with `print` and from C code alike; the job
+    contract wants stdout to end with the summary line alone.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer.pretrain", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", required=True, type=Path,
+                        help="YAML file; its `train:` section is used when it has one")
+    parser.add_argument("--max-steps", type=int, help="override schedule.max_steps")
+    parser.add_argument("--work-dir", type=Path, help="override work_dir (checkpoints, MLflow, logs)")
+    args = parser.parse_args(argv)
+
+    def work() -> dict[str, Any]:
+        with stdout_to_stderr():
+            return pretrain(load_config(args), config_file=args.config)
+
+    return run_job(JOB, work)
+
+
+if __name__ == "__main__":  # required: checkpoint saving starts processes that re-import __main__
+    sys.exit(main())
