@@ -126,7 +126,7 @@ def read_table(spark: Any, lake: str | Path, name: str, *, version: int | None =
 
 def write_table(df: Any, lake: str | Path, name: str, *, mode: WriteMode = "error",
                 partition_by: Sequence[str] = ("lang",),
-                replace_partitions: Mapping[str, str] | None = None,
+                replace_partitions: Mapping[str, str | Sequence[str]] | None = None,
                 sort_by: Sequence[str] = (),
                 app_id: str | None = None, app_version: int | None = None,
                 base_version: int | None = None,
@@ -136,7 +136,7 @@ def write_table(df: Any, lake: str | Path, name: str, *, mode: WriteMode = "erro
     Args:
         mode: "error" creates the table and fails if it exists; "append" adds rows (creating the
             table if needed); "overwrite" replaces all rows, or only the partitions named in
-            `replace_partitions` (e.g. `{"stage": "exact"}`).
+            `replace_partitions` (e.g. `{"stage": "exact"}` or `{"stage": ["url", "exact"]}`).
         partition_by: partition columns; their values must be non-null strings.
         sort_by: columns to sort rows by inside each file, for byte-stable files across re-runs.
         app_id, app_version: an idempotency key. If the table already records `app_id` at
@@ -180,6 +180,10 @@ def write_table(df: Any, lake: str | Path, name: str, *, mode: WriteMode = "erro
                      base, metadata)
 
 
+def _values(value: str | Sequence[str]) -> list[str]:
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
 def _check_schema(name: str, table_schema: Any, df: Any, *, replacing: bool) -> None:
     import pyarrow as pa
     from pyspark.sql.pandas.types import from_arrow_schema
@@ -195,13 +199,14 @@ def _check_schema(name: str, table_schema: Any, df: Any, *, replacing: bool) -> 
 
 
 def _write_native(df: Any, path: Path, name: str, mode: str, partition_by: list[str],
-                  replace_partitions: Mapping[str, str] | None, app_id: str | None,
+                  replace_partitions: Mapping[str, str | Sequence[str]] | None, app_id: str | None,
                   app_version: int | None) -> WriteResult:
     writer = df.write.format("delta").mode("append" if mode == "error" else mode)
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     if replace_partitions:
-        where = " AND ".join(f"`{k}` = '{v}'" for k, v in replace_partitions.items())
+        where = " AND ".join(f"`{k}` IN ({', '.join(repr(x) for x in _values(v))})"
+                             for k, v in replace_partitions.items())
         writer = writer.option("replaceWhere", where)
     if app_id is not None and app_version is not None:
         writer = writer.option("txnAppId", app_id).option("txnVersion", app_version)
@@ -217,7 +222,7 @@ def _spark_arrow_schema(df: Any) -> Any:
 
 
 def _write_rs(df: Any, path: Path, name: str, mode: str, partition_by: list[str],
-              replace_partitions: Mapping[str, str] | None, app_id: str | None,
+              replace_partitions: Mapping[str, str | Sequence[str]] | None, app_id: str | None,
               app_version: int | None, base: int | None,
               metadata: Mapping[str, Any] | None) -> WriteResult:
     from deltalake import CommitProperties, DeltaTable, Schema
@@ -234,7 +239,7 @@ def _write_rs(df: Any, path: Path, name: str, mode: str, partition_by: list[str]
         adds = [_add_action(path, rel, values) for rel, values in moved]
         if replace_partitions:
             bad = [(rel, v) for rel, v in moved
-                   if any(v.get(k) != str(val) for k, val in replace_partitions.items())]
+                   if any(v.get(k) not in _values(val) for k, val in replace_partitions.items())]
             if bad:
                 raise SchemaMismatchError(f"table '{name}': rows outside the partitions being "
                                           f"replaced {dict(replace_partitions)}: {bad[0][1]}")
@@ -257,7 +262,7 @@ def _write_rs(df: Any, path: Path, name: str, mode: str, partition_by: list[str]
                     dt = DeltaTable(str(path))
                 else:
                     dt = DeltaTable(str(path), version=base)
-                filters = ([(k, "=", str(v)) for k, v in replace_partitions.items()]
+                filters = ([(k, "in", _values(v)) for k, v in replace_partitions.items()]
                            if replace_partitions else None)
                 dt.create_write_transaction(adds, mode="overwrite" if mode == "overwrite" else "append",
                                             schema=schema, partition_by=partition_by or None,

@@ -53,20 +53,22 @@ def get_spark(app_name: str = "sailyard", conf: dict[str, str] | None = None) ->
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    wanted = dict(_DEFAULTS)
-    if not under_spark_submit():
-        wanted["spark.master"] = os.environ.get("SAILYARD_SPARK_MASTER", "local[*]")
-        if wanted["spark.master"].startswith("local"):
-            wanted.update(_LOCAL_DEFAULTS)
-            wanted["spark.driver.memory"] = os.environ.get("SAILYARD_DRIVER_MEMORY",
-                                                           wanted["spark.driver.memory"])
-    wanted.update(conf or {})
+    SparkContext._ensure_initialized()  # start or join the JVM: spark-submit's settings live there
     given = SparkConf()  # under spark-submit: what the user passed; those settings win
+    wanted = dict(_DEFAULTS)
+    if under_spark_submit():
+        master = given.get("spark.master", "local[*]")
+    else:
+        master = wanted["spark.master"] = os.environ.get("SAILYARD_SPARK_MASTER", "local[*]")
+    if master.startswith("local"):
+        wanted.update(_LOCAL_DEFAULTS)
+        wanted["spark.driver.memory"] = os.environ.get("SAILYARD_DRIVER_MEMORY",
+                                                       wanted["spark.driver.memory"])
+    wanted.update(conf or {})
     builder = SparkSession.builder.appName(app_name)
     for key, value in wanted.items():
-        if conf and key in conf or not given.contains(key):
+        if not under_spark_submit() or (conf and key in conf) or not given.contains(key):
             builder = builder.config(key, value)
-    SparkContext._ensure_initialized()  # start (or join) the JVM so we can look for the Delta jars
     if _delta_jars_present() and not given.contains("spark.sql.extensions"):
         builder = builder.config("spark.sql.extensions", DELTA_EXTENSION)
         builder = builder.config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)

@@ -82,7 +82,8 @@ class TrainConfig:
     checkpoint_dir: Path | None = None  # None: <work_dir>/checkpoints/<name>
     restore_from: Path | None = None  # a checkpoint whose weights start this run (stage 2)
     seed: int = 1234
-    val_check_interval: int = 5  # validate (and checkpoint) every N steps
+    val_check_interval: int = 5  # validate and checkpoint every N steps
+    keep_checkpoints: int = 0  # periodic checkpoints kept besides the newest (`*-last`) one
     limit_val_batches: int = 2  # batches per validation
     log_every_n_steps: int = 1
     model: ModelArgs = field(default_factory=ModelArgs)
@@ -149,6 +150,8 @@ class TrainConfig:
         for key in ("seed", "val_check_interval", "log_every_n_steps"):
             if getattr(self, key) <= 0:
                 problems.append(f"{key}: must be positive, got {getattr(self, key)}")
+        if self.keep_checkpoints < 0:
+            problems.append(f"keep_checkpoints: must be 0 or more, got {self.keep_checkpoints}")
         if self.limit_val_batches < 0:
             problems.append(f"limit_val_batches: must be 0 (no validation) or more, got {self.limit_val_batches}")
         if self.restore_from is not None and not self.restore_from.is_dir():

@@ -146,7 +146,13 @@ def build_recipe(cfg: TrainConfig, blend: Blend, *, gpu: bool) -> Recipe:
         # Megatron's distributed optimizer shards state over data-parallel GPUs; it needs CUDA.
         use_distributed_optimizer=gpu,
     )
-    scheduler = dict(warmup_ratio=s.warmup_ratio, hold_ratio=s.hold_ratio, max_steps=s.max_steps,
+    hold_ratio = s.hold_ratio
+    if s.warmup_ratio + s.hold_ratio >= 1:
+        # No anneal (Sailor2 stage 1). NeMo's scheduler divides by max_steps - hold_steps when it
+        # is stepped after the last optimizer step, so holding exactly to the end raises
+        # ZeroDivisionError (nemo 2.7.3); holding past the end gives the same rates and no error.
+        hold_ratio = 2.0
+    scheduler = dict(warmup_ratio=s.warmup_ratio, hold_ratio=hold_ratio, max_steps=s.max_steps,
                      decay_schedule=s.decay, min_lr=s.min_lr)
     strategy = dict(
         tensor_model_parallel_size=1, pipeline_model_parallel_size=1, context_parallel_size=1,
@@ -162,7 +168,8 @@ def build_recipe(cfg: TrainConfig, blend: Blend, *, gpu: bool) -> Recipe:
     )
     checkpoint = dict(
         dirpath=str(cfg.checkpoints), filename=f"{cfg.name}--{{step}}-{{consumed_samples}}",
-        monitor="step", mode="max", save_top_k=1, save_last=True,
+        # Keep the newest `keep_checkpoints` by step, plus `*-last` (what stage 2 and resumes read).
+        monitor="step", mode="max", save_top_k=cfg.keep_checkpoints, save_last=True,
         every_n_train_steps=cfg.val_check_interval,
         # The final checkpoint keeps the optimizer state, so that an interrupted or extended run
         # can resume from it (without it resuming fails with KeyError: optimizer.state…).
@@ -214,9 +221,9 @@ def pretrain(cfg: TrainConfig, *, config_file: Path | None = None) -> dict[str, 
     prepared = setup(cfg)
     recipe = build_recipe(cfg, prepared.blend, gpu=prepared.gpu)
     blend = prepared.blend
-    with tracking.start_run(cfg.name, work_dir=cfg.work_dir, kind=JOB, params=cfg.to_dict()) as mlrun:
+    with tracking.start_run(JOB, work_dir=cfg.work_dir, kind=JOB, params=cfg.to_dict()) as mlrun:
         mlrun.table_read(SHARD_MANIFEST, blend.manifest_path, blend.manifest_version)
-        mlrun.set_tags({"shard_manifest_digest": blend.digest,
+        mlrun.set_tags({"train.name": cfg.name, "shard_manifest_digest": blend.digest,
                         "restore_from": recipe.restore_from,
                         "accelerator": recipe.trainer["accelerator"]})
         mlrun.log_text(cfg.to_yaml(), "config/train.yaml")

@@ -1,0 +1,1 @@
+"""Dedup stages: each a function `(DataFrame, config) -> StageResult`, chained by `run.dedup`."""

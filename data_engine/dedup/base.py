@@ -1,0 +1,56 @@
+"""What every dedup stage shares: its result shape, the drops schema and the keep rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+DROPS_COLUMNS = ("doc_id", "stage", "lang", "reason", "dup_of", "cluster_id", "detail")
+DROPS_SCHEMA = ("doc_id string, stage string, lang string, reason string, dup_of string, "
+                "cluster_id string, detail string")
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """The two sides of one stage, both lazily derived from one tagged (and persisted) frame.
+
+    `kept` has the input's columns; `dropped` has `DROPS_COLUMNS`.
+    """
+
+    kept: Any
+    dropped: Any
+    tagged: Any  # the persisted frame both come from; `unpersist()` it after writing
+
+
+def keep_order(df: Any) -> list[Any]:
+    """The documented keep rule, as sort columns: the first row of a group is the survivor.
+
+    Highest `quality_score` when the column exists, then the longest text, then the smallest
+    `doc_id` — total and deterministic, so every run keeps the same documents.
+    """
+    from pyspark.sql import functions as F
+
+    order = []
+    if "quality_score" in df.columns:
+        order.append(F.col("quality_score").desc_nulls_last())
+    order += [F.length("text").desc(), F.col("doc_id").asc()]
+    return order
+
+
+def tag_duplicates(df: Any, group_col: str, *, stage: str, reason: str) -> StageResult:
+    """Keep the first row of each `group_col` group by `keep_order`; drop the rest with `dup_of`."""
+    from pyspark import StorageLevel
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    window = Window.partitionBy(group_col).orderBy(*keep_order(df))
+    tagged = (df.withColumn("_survivor", F.first("doc_id").over(window))
+              .withColumn("_dup_of", F.when(F.col("_survivor") != F.col("doc_id"), F.col("_survivor")))
+              .drop("_survivor")
+              .persist(StorageLevel.MEMORY_AND_DISK))
+    kept = tagged.filter(F.col("_dup_of").isNull()).drop("_dup_of", group_col)
+    dropped = tagged.filter(F.col("_dup_of").isNotNull()).select(
+        "doc_id", F.lit(stage).alias("stage"), "lang", F.lit(reason).alias("reason"),
+        F.col("_dup_of").alias("dup_of"), F.col(group_col).cast("string").alias("cluster_id"),
+        F.lit(None).cast("string").alias("detail"))
+    return StageResult(kept=kept, dropped=dropped, tagged=tagged)

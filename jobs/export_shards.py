@@ -1,0 +1,52 @@
+"""Tokenise the curated table into Megatron shards for one training stage.
+
+    spark-submit jobs/export_shards.py --lake <dir> --out <dir> --stage <name> [--config YAML]
+        [--table NAME] [--input-version N] [--tokenizer qwen2.5|DIR|HF_NAME] [--langs tha,vie]
+
+Writes `<out>/<stage>/<lang>_text_document.{bin,idx}` (EOD appended to every document) and
+records each shard in the `shard_manifest` table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="export_shards", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lake", required=True, help="lake root directory")
+    p.add_argument("--out", required=True, help="shard root directory")
+    p.add_argument("--stage", required=True, help="training stage name, e.g. stage1")
+    p.add_argument("--config", help="YAML with an 'export:' section (or the section itself)")
+    p.add_argument("--table", help="table to export (default: docs_curated, else docs_dedup)")
+    p.add_argument("--input-version", type=int, help="version of that table (default: latest)")
+    p.add_argument("--tokenizer", help="'qwen2.5' (bundled), a tokenizer directory or a HF name")
+    p.add_argument("--langs", help="comma-separated languages to export (default: all)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def work() -> dict:
+        from data_engine.config import ExportConfig, section
+        from data_engine.export.job import export_job
+        from data_engine.spark import get_spark
+
+        cfg = section(args.config, "export", ExportConfig)
+        overrides = {"input_table": args.table, "tokenizer": args.tokenizer,
+                     "langs": tuple(x.strip() for x in args.langs.split(",")) if args.langs else None}
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+        return export_job(get_spark("sailyard-export"), args.lake, args.out, args.stage, cfg,
+                          input_version=args.input_version)
+
+    from data_engine.jobrun import run_job
+
+    return run_job("export_shards", work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

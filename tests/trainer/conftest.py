@@ -1,0 +1,89 @@
+"""Real shards and a real shard manifest for the trainer tests; no Spark.
+
+Shards are Megatron indexed datasets written by megatron-core's own `IndexedDatasetBuilder`
+(random Qwen token ids, each document ended by EOD, as the exporter writes them); the manifest is
+a Delta table committed by delta-rs with the columns the exporter writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from data_engine.tables import SHARD_MANIFEST
+from data_engine.tokenizer import QWEN_EOD_ID, identity
+
+MANIFEST_SCHEMA = pa.schema([
+    ("stage", pa.string()), ("lang", pa.string()), ("prefix", pa.string()), ("docs", pa.int64()),
+    ("tokens", pa.int64()), ("source_table", pa.string()), ("source_version", pa.int64()),
+    ("tokenizer", pa.string()), ("tokenizer_digest", pa.string()), ("vocab_size", pa.int64()),
+    ("eod_id", pa.int64()),
+])
+
+
+def write_shard(prefix: Path, *, docs: int, seed: int, min_len: int = 40, max_len: int = 300) -> int:
+    """Write `<prefix>.bin/.idx` with `docs` random documents; return the token count."""
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    builder = IndexedDatasetBuilder(f"{prefix}.bin", dtype=np.int32)
+    tokens = 0
+    for _ in range(docs):
+        doc = np.append(rng.integers(0, QWEN_EOD_ID, size=int(rng.integers(min_len, max_len))), QWEN_EOD_ID)
+        builder.add_document(doc.astype(np.int32), [len(doc)])
+        tokens += len(doc)
+    builder.finalize(f"{prefix}.idx")
+    return tokens
+
+
+def manifest_row(stage: str, lang: str, prefix: Path, *, docs: int, tokens: int,
+                 **overrides: Any) -> dict[str, Any]:
+    tok = identity("qwen2.5")
+    row = {"stage": stage, "lang": lang, "prefix": str(prefix), "docs": docs, "tokens": tokens,
+           "source_table": "docs_curated", "source_version": 3, "tokenizer": tok.name,
+           "tokenizer_digest": tok.digest, "vocab_size": tok.vocab_size, "eod_id": tok.eod_id}
+    row.update(overrides)
+    return row
+
+
+def write_manifest(lake: Path, rows: Iterable[Mapping[str, Any]], *, mode: str = "overwrite") -> None:
+    from deltalake import write_deltalake
+
+    table = pa.Table.from_pylist([dict(r) for r in rows], schema=MANIFEST_SCHEMA)
+    write_deltalake(str(lake / SHARD_MANIFEST), table, mode=mode)
+
+
+ShardFactory = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+def make_shard(tmp_path: Path) -> ShardFactory:
+    """`make_shard(stage, lang, docs=…, seed=…, **row_overrides)` → a manifest row for a new shard."""
+
+    def make(stage: str, lang: str, *, docs: int = 20, seed: int = 0, **overrides: Any) -> dict[str, Any]:
+        prefix = tmp_path / "shards" / stage / f"{lang}_text_document"
+        tokens = write_shard(prefix, docs=docs, seed=seed)
+        return manifest_row(stage, lang, prefix, docs=docs, tokens=tokens, **overrides)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def shard_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A lake with stage-1 shards for ind and vie and stage-2 shards for ind and tha."""
+    root = tmp_path_factory.mktemp("lake")
+    lake = root / "lake"
+    rows = []
+    for seed, (stage, lang, docs) in enumerate([("stage1", "ind", 300), ("stage1", "vie", 200),
+                                                 ("stage2", "ind", 100), ("stage2", "tha", 100)]):
+        prefix = root / "shards" / stage / f"{lang}_text_document"
+        rows.append(manifest_row(stage, lang, prefix, docs=docs,
+                                 tokens=write_shard(prefix, docs=docs, seed=seed)))
+    write_manifest(lake, rows)
+    return lake
