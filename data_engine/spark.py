@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
@@ -47,6 +48,8 @@ def get_spark(app_name: str = "sailyard", conf: dict[str, str] | None = None) ->
     # Executors must run this interpreter (pandas UDFs need its packages).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    # Our log4j2 settings (warnings only) unless the user points Spark at their own conf dir.
+    os.environ.setdefault("SPARK_CONF_DIR", str(Path(__file__).parent / "resources" / "spark"))
     from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 

@@ -22,6 +22,7 @@ from typing import Any
 from data_engine import lake
 from data_engine.config import ExportConfig
 from data_engine.errors import ConfigError, TableNotFoundError
+from data_engine.langs import UNKNOWN
 from data_engine.export.indexed_dataset import merge_parts, token_dtype
 from data_engine.tables import DOCS_CURATED, DOCS_DEDUP, SHARD_MANIFEST
 from data_engine.tokenizer import identity
@@ -57,7 +58,7 @@ def default_source_table(lake_dir: str) -> str:
 
 
 def _tokenize_partitions(parts_dir: str, tokenizer: str, eod_id: int, dtype: str,
-                         batch_docs: int, min_tokens: int) -> Any:
+                         batch_docs: int, min_tokens: int, skip_langs: frozenset[str]) -> Any:
     def tokenize(batches: Iterator[Any]) -> Iterator[Any]:
         import numpy as np
         import pandas as pd
@@ -70,8 +71,12 @@ def _tokenize_partitions(parts_dir: str, tokenizer: str, eod_id: int, dtype: str
         tok = load_fast(tokenizer)
         np_dtype = np.dtype(dtype)
         state: dict[str, dict[str, Any]] = {}
+        skipped: dict[str, int] = {}
         for pdf in batches:
             for lang, group in pdf.groupby("lang", sort=False):
+                if lang in skip_langs:
+                    skipped[lang] = skipped.get(lang, 0) + len(group)
+                    continue
                 st = state.get(lang)
                 if st is None:
                     base = Path(parts_dir) / f"{lang}-{tag}"
@@ -96,6 +101,9 @@ def _tokenize_partitions(parts_dir: str, tokenizer: str, eod_id: int, dtype: str
             rows.append({"lang": lang, "part": ctx.partitionId(), "bin_path": f"{st['base']}.bin",
                          "lengths_path": f"{st['base']}.lengths.npy", "docs": len(lengths),
                          "tokens": int(lengths.astype(np.int64).sum()), "dropped": st["dropped"]})
+        for lang, n in skipped.items():
+            rows.append({"lang": lang, "part": ctx.partitionId(), "bin_path": "", "lengths_path": "",
+                         "docs": 0, "tokens": 0, "dropped": n})
         yield pd.DataFrame(rows, columns=["lang", "part", "bin_path", "lengths_path", "docs",
                                           "tokens", "dropped"])
 
@@ -124,11 +132,13 @@ def export_shards(spark: Any, lake_dir: str, out_dir: str, stage: str,
         df = source.df.select("doc_id", "lang", "text")
         if cfg.langs:
             df = df.filter(F.col("lang").isin(list(cfg.langs)))
+        # Unknown-language text is not training data: counted as dropped unless asked for.
+        skip = frozenset() if UNKNOWN in cfg.langs else frozenset({UNKNOWN})
         partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
         parts = (df.repartitionByRange(partitions, "lang", "doc_id")
                  .sortWithinPartitions("lang", "doc_id")
                  .mapInPandas(_tokenize_partitions(str(work / "parts"), cfg.tokenizer, tok.eod_id,
-                                                   dtype.str, cfg.batch_docs, cfg.min_tokens),
+                                                   dtype.str, cfg.batch_docs, cfg.min_tokens, skip),
                               PART_SCHEMA)
                  .collect())  # one small row per (task, language): file paths and counts
         by_lang: dict[str, list[Any]] = {}
@@ -136,6 +146,8 @@ def export_shards(spark: Any, lake_dir: str, out_dir: str, stage: str,
             by_lang.setdefault(p.lang, []).append(p)
             result.dropped += p.dropped
         for lang, lang_parts in sorted(by_lang.items()):
+            if lang in skip:
+                continue
             prefix = work / f"{lang}{SHARD_SUFFIX}"
             docs, tokens = merge_parts(prefix, [(p.bin_path, p.lengths_path) for p in lang_parts
                                                 if p.docs > 0], dtype)

@@ -1,0 +1,52 @@
+# sailyard — the two commands a new user needs are `make demo` and `make test`.
+# Both create .venv/ (reused afterwards) from requirements.lock, then run.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.sailyard-installed
+WORK ?= work
+CLUSTER_DIR := .cluster
+# The CPU build of torch 2.13.0 lies on disk on our machines; elsewhere PyTorch's CPU index has it.
+TORCH_SOURCE := $(if $(wildcard /opt/wheels/torch-*.whl),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
+
+.PHONY: venv demo test ui cluster-up cluster-down lint clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock scripts/spark-tool-wrapper
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode $(TORCH_SOURCE) -r requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	spark_home=$$($(BIN)/python -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))'); \
+	for tool in spark-submit spark-class pyspark; do \
+	  sed -e "s|@TOOL@|$$tool|g" -e "s|@SPARK_HOME@|$$spark_home|g" \
+	      -e "s|@SPARK_CONF_DIR@|$(CURDIR)/data_engine/resources/spark|g" \
+	      scripts/spark-tool-wrapper > $(BIN)/$$tool; chmod +x $(BIN)/$$tool; done
+	touch $@
+
+demo: venv
+	$(BIN)/sailyard demo --config configs/demo.yaml --work-dir $(WORK)
+
+test: venv
+	$(BIN)/python -m pytest
+
+ui: venv
+	$(BIN)/sailyard ui --work-dir $(WORK)
+
+# A standalone Spark cluster on this machine (Master + one Worker, loopback only), for
+# `spark-submit --master spark://127.0.0.1:7077 jobs/...`.
+cluster-up: venv
+	$(BIN)/python -m data_engine.cluster up --dir $(CLUSTER_DIR)
+
+cluster-down:
+	$(BIN)/python -m data_engine.cluster down --dir $(CLUSTER_DIR)
+
+lint: venv
+	$(BIN)/uv pip install --python $(BIN)/python --quiet ruff
+	$(BIN)/ruff check data_engine jobs trainer eval tests
+
+clean:
+	rm -rf $(WORK) $(CLUSTER_DIR) .pytest_cache

@@ -1,0 +1,114 @@
+"""The whole path on one machine: sample corpus → lake → dedup → shards → tiny NeMo run.
+
+One parent MLflow run holds a child run per job. The data jobs share this process's Spark session;
+training runs as `python -m trainer.pretrain` in a child process (NeMo wants its own `__main__`),
+nested under the same parent through `SAILYARD_PARENT_RUN_ID`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data_engine import tracking
+from data_engine.config import PipelineConfig, to_dict
+from data_engine.errors import SailyardError
+
+
+@dataclass
+class PipelinePaths:
+    work: Path
+    sample: Path = field(init=False)
+    lake: Path = field(init=False)
+    shards: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.work = self.work.expanduser().resolve()
+        self.sample = self.work / "sample"
+        self.lake = self.work / "lake"
+        self.shards = self.work / "shards"
+
+
+def run_pipeline(cfg: PipelineConfig, *, train: bool = True, log: Any = print) -> dict[str, Any]:
+    """Run every stage; returns the summary (job summaries, paths, the count table)."""
+    from data_engine.dedup.job import dedup_job
+    from data_engine.export.job import export_job
+    from data_engine.ingest.job import ingest_job
+    from data_engine.report import format_report, lake_report
+    from data_engine.sample.corpus import build_sample
+    from data_engine.spark import get_spark
+
+    paths = PipelinePaths(Path(cfg.work_dir))
+    paths.work.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"work_dir": str(paths.work), "lake": str(paths.lake),
+                               "shards": str(paths.shards), "jobs": {}}
+    previous_parent = os.environ.get(tracking.PARENT_ENV)
+    with tracking.start_run("pipeline", work_dir=paths.work, kind="pipeline",
+                            params=to_dict(cfg)) as parent:
+        os.environ[tracking.PARENT_ENV] = parent.run_id
+        try:
+            log(f"[1/5] sample corpus → {paths.sample}")
+            stats = build_sample(paths.sample, docs_per_lang=cfg.sample_docs_per_lang)
+            parent.log_dict(to_dict_stats(stats), "sample_stats.json")
+            spark = get_spark("sailyard-pipeline")
+            log("[2/5] ingest")
+            summary["jobs"]["ingest"] = ingest_job(spark, str(paths.lake), [str(paths.sample)],
+                                                   source="sample", cfg=cfg.ingest)
+            log("[3/5] dedup: " + ", ".join(cfg.dedup.stages))
+            summary["jobs"]["dedup"] = dedup_job(spark, str(paths.lake), cfg.dedup)
+            log(f"[4/5] export shards → {paths.shards / cfg.stage}")
+            summary["jobs"]["export_shards"] = export_job(spark, str(paths.lake), str(paths.shards),
+                                                          cfg.stage, cfg.export)
+            if train and cfg.train_config:
+                log("[5/5] tiny NeMo pretraining")
+                summary["jobs"]["train"] = run_training(cfg, paths)
+            else:
+                log("[5/5] training skipped")
+            report = lake_report(spark, str(paths.lake), stage=cfg.stage)
+            summary["report"] = format_report(report)
+            parent.log_text(summary["report"], "count_table.txt")
+            parent.set_tags({f"table.{k}": f"v{v}" for k, v in report.versions.items()})
+        finally:
+            if previous_parent is None:
+                os.environ.pop(tracking.PARENT_ENV, None)
+            else:
+                os.environ[tracking.PARENT_ENV] = previous_parent
+    summary["mlflow_run_id"] = parent.run_id
+    summary["tracking_uri"] = tracking.tracking_uri(paths.work)
+    return summary
+
+
+def to_dict_stats(stats: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(stats)
+
+
+def run_training(cfg: PipelineConfig, paths: PipelinePaths) -> dict[str, Any]:
+    """`python -m trainer.pretrain` on the exported stage, with lake and work dir pointed here."""
+    import dataclasses
+
+    from trainer.config import TrainConfig
+
+    assert cfg.train_config is not None
+    train = TrainConfig.from_yaml(Path(cfg.train_config))
+    train = dataclasses.replace(train, work_dir=paths.work,
+                                data=dataclasses.replace(train.data, lake=paths.lake, stage=cfg.stage))
+    config_path = paths.work / "train.yaml"
+    config_path.write_text(train.to_yaml(), encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "trainer.pretrain", "--config", str(config_path)],
+                          stdout=subprocess.PIPE, stderr=None, text=True, env=os.environ.copy())
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    last = lines[-1] if lines else ""
+    try:
+        result = json.loads(last)
+    except json.JSONDecodeError:
+        result = {"status": "error", "error": f"trainer printed no summary (exit {proc.returncode})"}
+    if proc.returncode != 0 or result.get("status") != "ok":
+        raise SailyardError(f"training failed: {result.get('error', 'see the log above')}")
+    return result

@@ -1,0 +1,92 @@
+"""The per-stage, per-language count table of a lake, as the demo prints it.
+
+Counts come from the tables themselves (Spark aggregations over the latest versions, a handful of
+rows back to the driver), so the table is right after any sequence of jobs, re-runs included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from data_engine import lake
+from data_engine.dedup.registry import ALL_DEDUP_STAGES
+from data_engine.langs import LANGS
+from data_engine.tables import DOCS_DEDUP, DOCS_RAW, DROPS, QUARANTINE, SHARD_MANIFEST
+
+
+@dataclass
+class LakeReport:
+    columns: list[str] = field(default_factory=list)
+    rows: dict[str, dict[str, int]] = field(default_factory=dict)  # lang → column → count
+    quarantined: dict[str, int] = field(default_factory=dict)  # reason code → count
+    versions: dict[str, int] = field(default_factory=dict)
+
+    def total(self, column: str) -> int:
+        return sum(r.get(column, 0) for r in self.rows.values())
+
+
+def _by_lang(df: Any) -> dict[str, int]:
+    return {r.lang: r["count"] for r in df.groupBy("lang").count().collect()}
+
+
+def lake_report(spark: Any, lake_dir: str, *, stage: str | None = None) -> LakeReport:
+    from pyspark.sql import functions as F
+
+    report = LakeReport()
+
+    def add(column: str, counts: dict[str, int]) -> None:
+        report.columns.append(column)
+        for lang, n in counts.items():
+            report.rows.setdefault(lang, {})[column] = n
+
+    if lake.exists(lake_dir, DOCS_RAW):
+        table = lake.read_table(spark, lake_dir, DOCS_RAW)
+        report.versions[DOCS_RAW] = table.version
+        add("docs_raw", _by_lang(table.df))
+    if lake.exists(lake_dir, QUARANTINE):
+        table = lake.read_table(spark, lake_dir, QUARANTINE)
+        report.versions[QUARANTINE] = table.version
+        code = F.split("reason", ":").getItem(0).alias("code")
+        report.quarantined = {r.code: r["count"] for r in table.df.groupBy(code).count().collect()}
+    if lake.exists(lake_dir, DROPS):
+        table = lake.read_table(spark, lake_dir, DROPS)
+        report.versions[DROPS] = table.version
+        counts = table.df.groupBy("stage", "lang").count().collect()
+        for name in ALL_DEDUP_STAGES:
+            per_lang = {r.lang: r["count"] for r in counts if r.stage == name}
+            if per_lang:
+                add(f"-{name}", per_lang)
+    if lake.exists(lake_dir, DOCS_DEDUP):
+        table = lake.read_table(spark, lake_dir, DOCS_DEDUP)
+        report.versions[DOCS_DEDUP] = table.version
+        add("docs_dedup", _by_lang(table.df))
+    if lake.exists(lake_dir, SHARD_MANIFEST):
+        manifest = lake.read_arrow(lake_dir, SHARD_MANIFEST).to_pylist()
+        report.versions[SHARD_MANIFEST] = lake.table_version(lake_dir, SHARD_MANIFEST) or 0
+        stages = sorted({m["stage"] for m in manifest})
+        for name in [stage] if stage else stages:
+            rows = [m for m in manifest if m["stage"] == name]
+            add(f"{name} docs", {m["lang"]: m["docs"] for m in rows})
+            add(f"{name} tokens", {m["lang"]: m["tokens"] for m in rows})
+    return report
+
+
+def format_report(report: LakeReport) -> str:
+    order = [lang for lang in LANGS if lang in report.rows]
+    order += sorted(set(report.rows) - set(order))
+    head = ["lang"] + report.columns
+    body = [[lang] + [str(report.rows[lang].get(c, 0)) for c in report.columns] for lang in order]
+    body.append(["total"] + [str(report.total(c)) for c in report.columns])
+    widths = [max(len(row[i]) for row in [head] + body) for i in range(len(head))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths,
+                                                                                             strict=True)))
+
+    out = [line(head), "  ".join("-" * w for w in widths)] + [line(r) for r in body]
+    if report.quarantined:
+        total = sum(report.quarantined.values())
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(report.quarantined.items()))
+        out.append(f"quarantined (no language): {total}  ({detail})")
+    return "\n".join(out)

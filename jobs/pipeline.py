@@ -1,0 +1,58 @@
+"""The whole pipeline on the bundled sample corpus: local Spark, local lake, local MLflow, tiny NeMo.
+
+    spark-submit jobs/pipeline.py [--config configs/demo.yaml] [--work-dir work] [--no-train]
+
+Prints progress, the per-stage per-language count table, where everything is, then the JSON
+summary line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pipeline", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="pipeline YAML (default: built-in defaults)")
+    p.add_argument("--work-dir", help="where sample, lake, shards, checkpoints and MLflow go")
+    p.add_argument("--no-train", action="store_true", help="stop after the shard export")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def work() -> dict:
+        import dataclasses
+
+        from data_engine.config import PipelineConfig
+        from data_engine.pipeline import run_pipeline
+
+        cfg = PipelineConfig.from_yaml(args.config)
+        if args.work_dir:
+            cfg = dataclasses.replace(cfg, work_dir=args.work_dir)
+        summary = run_pipeline(cfg, train=not args.no_train,
+                               log=lambda msg: print(msg, file=sys.stderr, flush=True))
+        train = summary["jobs"].get("train", {})
+        print("\n" + summary["report"])
+        print(f"\nlake:        {summary['lake']}")
+        print(f"shards:      {summary['shards']}")
+        if train:
+            print(f"checkpoint:  {train.get('checkpoint')}")
+        print(f"MLflow:      {summary['tracking_uri']}  (run {summary['mlflow_run_id']})")
+        print("MLflow UI:   make ui   (or: .venv/bin/sailyard ui --work-dir "
+              f"{summary['work_dir']}), then open http://127.0.0.1:5000\n")
+        return {"in": summary["jobs"]["ingest"]["in"], "kept": summary["jobs"]["export_shards"]["kept"],
+                "tables": {k: v["tables"] for k, v in summary["jobs"].items()},
+                "mlflow_run_id": summary["mlflow_run_id"], "work_dir": summary["work_dir"],
+                "checkpoint": train.get("checkpoint")}
+
+    from data_engine.jobrun import run_job
+
+    return run_job("pipeline", work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
