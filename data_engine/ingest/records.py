@@ -8,7 +8,6 @@ construction; nothing here raises on bad data.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import math
 import zlib
@@ -159,7 +158,7 @@ def read_jsonl(split: Split, limits: Limits) -> Iterator[dict[str, Any]]:
         yield _bad(split.path, None, R.reason(R.UNREADABLE_FILE, str(exc)), None, limits)
         return
     with stream:
-        reader = io.BufferedReader(stream, buffer_size=1 << 20) if split.format == "jsonl.gz" else stream
+        reader = stream  # GzipFile buffers itself; lines decoded before a corrupt block still count
         line_no = split.newlines_before
         pos = split.start
         seen_any = False
@@ -179,13 +178,13 @@ def read_jsonl(split: Split, limits: Limits) -> Iterator[dict[str, Any]]:
                 if line_no == 1 and line.startswith(_BOM):
                     line = line[len(_BOM):]
                 if oversized:
+                    seen_any = True
                     yield _bad(split.path, line_no, R.reason(R.RECORD_TOO_LARGE,
                                f"{size} bytes > limit {limits.max_record_bytes}"), line, limits, size=size)
                     continue
-                stripped = line.strip()
-                if stripped:  # blank lines separate nothing and carry no record
+                if line.strip():  # blank lines separate nothing and carry no record
                     seen_any = True
-                    yield parse_json_line(stripped, split.path, line_no, limits)
+                    yield parse_json_line(line, split.path, line_no, limits)
             if not seen_any and split.start == 0 and split.end < 0:
                 yield _bad(split.path, None, R.reason(R.EMPTY_FILE, "no records in file"), b"", limits)
         except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:

@@ -1,0 +1,51 @@
+"""Shared fixtures: one real local SparkSession for the whole test session, temp lakes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+# MLflow goes to each test's own work dir unless a test sets it; never to a user's server.
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("SAILYARD_PARENT_RUN_ID", None)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """A real local[2] session shared by every test (start-up costs ~10 s, so once)."""
+    from data_engine.spark import get_spark
+
+    session = get_spark("sailyard-tests", conf={"spark.master": "local[2]",
+                                                 "spark.sql.shuffle.partitions": "4",
+                                                 "spark.default.parallelism": "2"})
+    yield session
+    session.stop()
+
+
+@pytest.fixture()
+def lake_dir(tmp_path: Path) -> str:
+    """A lake root inside a fresh work dir (MLflow then lives in `<tmp>/mlflow`)."""
+    path = tmp_path / "lake"
+    path.mkdir()
+    return str(path)
+
+
+def spark_submit() -> str:
+    """The venv's spark-submit wrapper (`make venv` installs it), else pyspark's own script."""
+    wrapper = VENV_BIN / "spark-submit"
+    return str(wrapper)
+
+
+def job_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYSPARK_PYTHON"] = sys.executable
+    env["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
+    return env
