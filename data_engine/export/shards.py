@@ -117,11 +117,11 @@ def export_shards(spark: Any, lake_dir: str, out_dir: str, stage: str,
 
     if not stage or "/" in stage or stage.startswith("."):
         raise ConfigError(f"--stage must be a plain name such as 'stage1', got {stage!r}")
+    tok = identity(cfg.tokenizer, cfg.eod_id)
     table = cfg.input_table or default_source_table(lake_dir)
     source = lake.read_table(spark, lake_dir, table, version=input_version)
     if run is not None:
         run.table_read(source.name, source.path, source.version)
-    tok = identity(cfg.tokenizer, cfg.eod_id)
     dtype = token_dtype(max(tok.vocab_size, tok.eod_id + 1))
     stage_dir = Path(out_dir).expanduser().resolve() / stage
     stage_dir.mkdir(parents=True, exist_ok=True)
