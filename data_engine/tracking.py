@@ -141,8 +141,11 @@ def start_run(name: str, *, work_dir: str | Path, kind: str = "job",
 
     The run ends FINISHED when the block exits normally and FAILED when it raises.
     """
+    import logging
+
     from mlflow.tracking import MlflowClient
 
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema-migration chatter on first use
     client = MlflowClient(tracking_uri=tracking_uri(work_dir))
     experiment_id = _experiment_id(client, work_dir)
     parent = parent_run_id or os.environ.get(PARENT_ENV) or None

@@ -1,0 +1,93 @@
+"""The job contract from outside: spark-submit, the JSON summary line, exit codes, a real cluster."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, job_env, spark_submit
+from data_engine import lake, tracking
+from data_engine.sample.corpus import build_sample
+
+
+def submit(args: list[str], *, master: str | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    cmd = [spark_submit()]
+    if master:
+        cmd += ["--master", master, "--conf", "spark.sql.shuffle.partitions=4",
+                "--conf", "spark.executor.memory=1g"]
+    return subprocess.run(cmd + args, cwd=ROOT, env=job_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def summary_of(proc: subprocess.CompletedProcess) -> dict:
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    assert lines, f"no stdout; stderr:\n{proc.stderr[-3000:]}"
+    return json.loads(lines[-1])
+
+
+@pytest.fixture(scope="module")
+def sample_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("sample")
+    build_sample(path, docs_per_lang=4)
+    return path
+
+
+def test_ingest_via_spark_submit_prints_the_summary_and_tracks_lineage(sample_dir, tmp_path):
+    lake_dir = tmp_path / "lake"
+    proc = submit(["jobs/ingest.py", "--input", str(sample_dir), "--lake", str(lake_dir), "--source", "cc"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = summary_of(proc)
+    assert summary["job"] == "ingest" and summary["status"] == "ok"
+    assert summary["in"] == summary["kept"] + summary["quarantined"] and summary["quarantined"] == 11
+    assert summary["tables"] == {"docs_raw": 0, "quarantine": 0, "ingest_log": 0}
+    assert lake.read_arrow(lake_dir, "docs_raw").num_rows == summary["kept"]
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(tracking.tracking_uri(tmp_path)).get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["table.written.docs_raw"] == f"{lake_dir.resolve() / 'docs_raw'}@v0"
+    assert run.data.metrics["quarantined"] == 11 and run.data.params["source"] == "cc"
+
+
+def test_a_failing_job_exits_non_zero_with_one_actionable_line(tmp_path):
+    proc = submit(["jobs/dedup.py", "--lake", str(tmp_path / "lake")])
+    assert proc.returncode != 0
+    # spark-submit merges the Python driver's stderr into its stdout; look at both.
+    output = proc.stdout + proc.stderr
+    errors = [ln for ln in output.splitlines() if ln.startswith("sailyard dedup: error:")]
+    assert len(errors) == 1 and "docs_raw" in errors[0] and "Traceback" not in output
+    summary = summary_of(proc)
+    assert summary["status"] == "error" and summary["job"] == "dedup"
+
+
+def test_ingest_and_dedup_on_a_standalone_cluster(sample_dir, tmp_path):
+    from data_engine import cluster
+
+    info = cluster.up(tmp_path / "cluster", cores=2, memory="2g")
+    try:
+        lake_dir = tmp_path / "lake"
+        ingest = submit(["jobs/ingest.py", "--input", str(sample_dir), "--lake", str(lake_dir)],
+                        master=info.master_url)
+        assert ingest.returncode == 0, ingest.stderr[-3000:]
+        dedup = submit(["jobs/dedup.py", "--lake", str(lake_dir), "--stages", "exact"], master=info.master_url)
+        assert dedup.returncode == 0, dedup.stderr[-3000:]
+    finally:
+        cluster.down(tmp_path / "cluster")
+    i, d = summary_of(ingest), summary_of(dedup)
+    assert d["tables_read"] == {"docs_raw": 0} and d["in"] == i["kept"]
+    assert d["in"] == d["kept"] + d["dropped"] and d["dropped"] > 0
+    assert lake.read_arrow(lake_dir, "docs_dedup").num_rows == d["kept"]
+    assert lake.read_arrow(lake_dir, "drops").num_rows == d["dropped"]
+    # The executors ran in the Worker's own JVM: its work dir holds this application's folders.
+    assert list((tmp_path / "cluster" / "work").glob("app-*"))
+
+
+def test_cli_lists_its_commands():
+    proc = subprocess.run([str(Path(spark_submit()).parent / "sailyard"), "--help"], capture_output=True,
+                          text=True, env=job_env(), timeout=60)
+    assert proc.returncode == 0
+    for command in ("demo", "ingest", "dedup", "export-shards", "train", "report", "vacuum", "ui"):
+        assert command in proc.stdout
