@@ -77,10 +77,12 @@ class ScheduleArgs:
 class TrainConfig:
     """One training run: model, data, schedule, and where its outputs go."""
 
-    name: str = "tiny"  # run name: checkpoint folder and MLflow run name
+    name: str = "tiny"  # names the checkpoint folder; a rerun under the same name resumes there
     work_dir: Path = Path("work")  # checkpoints, MLflow store (unless MLFLOW_TRACKING_URI), caches
     checkpoint_dir: Path | None = None  # None: <work_dir>/checkpoints/<name>
-    restore_from: Path | None = None  # a checkpoint whose weights start this run (stage 2)
+    # Stage 2: a checkpoint, or a run's checkpoint folder (its newest `*-last`), whose weights start
+    # this run; optimizer and schedule start fresh.
+    restore_from: Path | None = None
     seed: int = 1234
     val_check_interval: int = 5  # validate and checkpoint every N steps
     keep_checkpoints: int = 0  # periodic checkpoints kept besides the newest (`*-last`) one
@@ -91,8 +93,8 @@ class TrainConfig:
     schedule: ScheduleArgs = field(default_factory=ScheduleArgs)
 
     def __post_init__(self) -> None:
-        # Paths are made absolute once, against the directory the run was launched from, so a
-        # later chdir (NeMo's loggers do not, but a launcher might) changes nothing.
+        # Relative paths resolve once, against the current directory, so a later chdir (by a
+        # launcher, say) changes nothing.
         for name in ("work_dir", "checkpoint_dir", "restore_from"):
             value = getattr(self, name)
             if value is not None:
@@ -153,7 +155,8 @@ class TrainConfig:
         if self.keep_checkpoints < 0:
             problems.append(f"keep_checkpoints: must be 0 or more, got {self.keep_checkpoints}")
         if self.limit_val_batches < 0:
-            problems.append(f"limit_val_batches: must be 0 (no validation) or more, got {self.limit_val_batches}")
+            problems.append(f"limit_val_batches: must be 0 (no validation) or more, "
+                            f"got {self.limit_val_batches}")
         if self.restore_from is not None and not self.restore_from.is_dir():
             problems.append(f"restore_from: no checkpoint directory at {self.restore_from}")
         if problems:
@@ -300,6 +303,11 @@ def _coerce(value: Any, hint: Any, where: str, problems: list[str]) -> Any:
     elif hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # PyYAML (YAML 1.1) reads `1e-4`, without a dot, as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif hint is str:
         if isinstance(value, str):
             return value

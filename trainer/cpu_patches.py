@@ -3,7 +3,8 @@
 NeMo and Megatron-Core call CUDA unconditionally in a handful of places even when Lightning runs
 on the CPU accelerator (measured list: /work/shared/notes/nemo-cpu.md). Everything that works
 around that lives here, so a GPU run never sees any of it: `apply()` does nothing when CUDA is
-available, and is idempotent, so tests and the trainer may both call it.
+available. The patches are process-wide and cannot be undone; apply them only in a process that
+trains (the trainer's `setup` does).
 
 What is patched, and why:
 
@@ -33,22 +34,16 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 _applied = False
-_device_mode: TorchFunctionMode | None = None
-
-
-def needed() -> bool:
-    """True when no GPU is visible, i.e. when the patches would be applied."""
-    return not torch.cuda.is_available()
 
 
 def apply() -> bool:
     """Apply every CPU patch once; return whether they are (now) in effect.
 
     Call before NeMo builds the trainer. On a machine with a GPU this returns False and changes
-    nothing.
+    nothing; a second call changes nothing either.
     """
     global _applied
-    if not needed():
+    if torch.cuda.is_available():
         return False
     if _applied:
         return True
@@ -110,15 +105,13 @@ def _is_cuda_device(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)  # an int device means cuda:<n>
 
 
-class _CudaToCpu(TorchFunctionMode):
+class CudaToCpu(TorchFunctionMode):
     """Rewrites CUDA device arguments to the CPU for every torch call in the process."""
 
     def __torch_function__(self, func: Callable[..., Any], types: Iterable[type],
                            args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = dict(kwargs or {})
-        if func is torch.Tensor.cuda:
-            return args[0]
-        if func is torch.Tensor.pin_memory:
+        if func is torch.Tensor.cuda or func is torch.Tensor.pin_memory:
             return args[0]
         if "device" in kwargs and _is_cuda_device(kwargs["device"]):
             kwargs["device"] = _CPU
@@ -130,9 +123,7 @@ class _CudaToCpu(TorchFunctionMode):
 
 
 def _enter_device_mode() -> None:
-    global _device_mode
-    _device_mode = _CudaToCpu()
-    _device_mode.__enter__()  # left on the mode stack for the life of the process
+    CudaToCpu().__enter__()  # never exited: the mode stays on the stack for the life of the process
 
 
 # --- Megatron internals -------------------------------------------------------------------------
@@ -178,4 +169,4 @@ def _patch_checkpoint_device_fix() -> None:
     io_pl._fix_tensors_device = lambda ckpt: ckpt  # type: ignore[attr-defined]
 
 
-__all__ = ["apply", "clip_grad_by_total_norm_cpu", "needed"]
+__all__ = ["CudaToCpu", "apply", "clip_grad_by_total_norm_cpu"]

@@ -8,8 +8,6 @@ it used are hashed, so an MLflow run names the exact shards its checkpoint saw.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 
 from data_engine import lake as lake_io
 from data_engine.errors import ConfigError, TableNotFoundError
+from data_engine.export.shards import manifest_digest
 from data_engine.tables import SHARD_MANIFEST
 from data_engine.tokenizer import identity
 
@@ -32,11 +31,9 @@ class Blend:
     lang_weights: dict[str, float]  # normalised weight of each language in the blend
     manifest_path: Path
     manifest_version: int
-    digest: str  # sha256 of the manifest rows used, as canonical JSON
-
-    @property
-    def prefixes(self) -> list[str]:
-        return [str(p) for p in self.paths[1::2]]
+    # sha256 of the manifest rows used (`manifest_digest`): equal to the exporter's digest of the
+    # stage when every language of it is used, so training and export runs can be matched up.
+    digest: str
 
 
 def blend_from_manifest(lake: str | Path, stage: str, weights: Mapping[str, float] | None = None, *,
@@ -67,7 +64,7 @@ def blend_from_manifest(lake: str | Path, stage: str, weights: Mapping[str, floa
     if missing_cols:
         raise ConfigError(f"{SHARD_MANIFEST} v{version} lacks columns {missing_cols}")
     where = f"{SHARD_MANIFEST} v{version} in {Path(lake).resolve()}"
-    rows = [r for r in table.select(list(MANIFEST_COLUMNS)).to_pylist() if r["stage"] == stage]
+    rows = [r for r in table.to_pylist() if r["stage"] == stage]
     if not rows:
         stages = sorted(set(table.column("stage").to_pylist()))
         raise ConfigError(f"{where} has no shards for stage {stage!r} (stages present: {stages})")
@@ -85,10 +82,9 @@ def blend_from_manifest(lake: str | Path, stage: str, weights: Mapping[str, floa
     for row in used:
         lang_tokens = sum(r["tokens"] for r in by_lang[row["lang"]])
         paths += [lang_weights[row["lang"]] * row["tokens"] / lang_tokens, row["prefix"]]
-    canonical = json.dumps(used, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return Blend(paths=paths, lang_weights=lang_weights,
                  manifest_path=lake_io.table_path(lake, SHARD_MANIFEST), manifest_version=version,
-                 digest=hashlib.sha256(canonical.encode("utf-8")).hexdigest())
+                 digest=manifest_digest(used))
 
 
 def _language_weights(by_lang: Mapping[str, list[dict[str, Any]]],

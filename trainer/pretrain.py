@@ -12,7 +12,9 @@ The run reads in the order it happens:
 `pretrain(cfg)` chains them inside an MLflow run (child of $SAILYARD_PARENT_RUN_ID when set), into
 which Lightning's `MLFlowLogger` writes the training curves. Stage 2 is the same command with
 `restore_from` set: weights come from the stage-1 checkpoint, the optimizer and schedule start
-fresh (Sailor2 anneals stage 2 at its own, lower learning rate).
+fresh (Sailor2 anneals stage 2 at its own, lower learning rate). A rerun under the same `name`
+resumes from that run's newest checkpoint, optimizer included: a preempted job, or a longer
+`--max-steps`.
 
 The last line on stdout is the job summary (`data_engine.jobrun`); NeMo's own output goes to stderr.
 """
@@ -33,7 +35,6 @@ from data_engine import tracking
 from data_engine.errors import ConfigError
 from data_engine.jobrun import run_job
 from data_engine.tables import SHARD_MANIFEST
-from trainer import cpu_patches
 from trainer.config import TrainConfig
 from trainer.data import Blend, blend_from_manifest
 
@@ -67,14 +68,18 @@ class Recipe:
     trainer: dict[str, Any]  # nl.Trainer
     checkpoint: dict[str, Any]  # nl.ModelCheckpoint
     log_dir: Path  # NeMoLogger(explicit_log_dir=...): NeMo's text logs
-    restore_from: Path | None  # nl.RestoreConfig(path=...): initial weights (stage 2)
+    seed: int  # lightning.seed_everything: weight init and dropout (NeMo alone always uses 1234)
+    resume: dict[str, Any]  # nl.AutoResume; its "restore_config" holds nl.RestoreConfig's or None
 
 
 @dataclass(frozen=True)
 class Outcome:
-    steps: int
-    final_train_loss: float | None
+    """Where the run got to."""
+
+    steps: int  # the global step reached, counting steps of a run this one resumed
+    final_train_loss: float | None  # None when a resumed run had no steps left
     checkpoint: Path | None
+    resumed_from: Path | None
 
 
 # --- setup --------------------------------------------------------------------------------------
@@ -83,15 +88,19 @@ class Outcome:
 def setup(cfg: TrainConfig) -> Prepared:
     """Validate `cfg`, prepare this machine, and resolve the data; no training yet.
 
+    The returned config names the exact checkpoint `restore_from` resolved to.
+
     Raises:
         ConfigError: an invalid config, manifest or tokenizer (see `blend_from_manifest`).
     """
     cfg.validate()
-    gpu = not cpu_patches.needed()
-    if not gpu:
-        cpu_patches.apply()  # before NeMo builds anything
+    if cfg.restore_from is not None:
+        cfg = dataclasses.replace(cfg, restore_from=resolve_checkpoint(cfg.restore_from))
     blend = blend_from_manifest(cfg.data.lake, cfg.data.stage, cfg.data.weights,
                                 tokenizer=cfg.data.tokenizer)
+    from trainer import cpu_patches  # imports torch: not at module level, see the note at the end
+
+    gpu = not cpu_patches.apply()  # only without a GPU; before NeMo is imported (next line)
     from trainer.tokenizer import build_tokenizer
 
     tokenizer = build_tokenizer(cfg.data.tokenizer, vocab_size=cfg.model.vocab_size)
@@ -102,10 +111,10 @@ def setup(cfg: TrainConfig) -> Prepared:
 def resolve_checkpoint(path: Path) -> Path:
     """`path` if it is a NeMo checkpoint, else the newest `*-last` checkpoint inside it.
 
-    Lets a stage-2 config name the stage-1 run's checkpoint folder instead of a file name that
+    Lets a stage-2 config name the stage-1 run's checkpoint folder instead of a folder name that
     embeds the step count.
     """
-    if (path / "weights").is_dir() or (path / "context").is_dir():
+    if (path / "weights").is_dir():
         return path
     last = sorted((p for p in path.glob("*-last") if (p / "weights").is_dir()),
                   key=lambda p: p.stat().st_mtime)
@@ -121,6 +130,9 @@ def resolve_checkpoint(path: Path) -> Path:
 def build_recipe(cfg: TrainConfig, blend: Blend, *, gpu: bool) -> Recipe:
     """Translate the config into NeMo's arguments. Pure: reads nothing, imports no NeMo."""
     m, d, s = cfg.model, cfg.data, cfg.schedule
+    # Lightning refuses an interval longer than the run; a short run (--max-steps 3, say) still
+    # validates and checkpoints once, at its end.
+    val_every = min(cfg.val_check_interval, s.max_steps)
     model = dict(
         num_layers=m.num_layers, hidden_size=m.hidden_size, ffn_hidden_size=m.ffn_hidden_size,
         num_attention_heads=m.num_attention_heads, num_query_groups=m.num_query_groups,
@@ -161,7 +173,7 @@ def build_recipe(cfg: TrainConfig, blend: Blend, *, gpu: bool) -> Recipe:
     )
     trainer = dict(
         accelerator="gpu" if gpu else "cpu", devices=1, num_nodes=1, max_steps=s.max_steps,
-        val_check_interval=cfg.val_check_interval, limit_val_batches=cfg.limit_val_batches,
+        val_check_interval=val_every, limit_val_batches=cfg.limit_val_batches,
         limit_test_batches=0, log_every_n_steps=cfg.log_every_n_steps, num_sanity_val_steps=0,
         use_distributed_sampler=False,  # Megatron's sampler shards the data
         logger=False,  # no default TensorBoard logger: MLflow is added by NeMoLogger
@@ -170,15 +182,24 @@ def build_recipe(cfg: TrainConfig, blend: Blend, *, gpu: bool) -> Recipe:
         dirpath=str(cfg.checkpoints), filename=f"{cfg.name}--{{step}}-{{consumed_samples}}",
         # Keep the newest `keep_checkpoints` by step, plus `*-last` (what stage 2 and resumes read).
         monitor="step", mode="max", save_top_k=cfg.keep_checkpoints, save_last=True,
-        every_n_train_steps=cfg.val_check_interval,
+        every_n_train_steps=val_every,
         # The final checkpoint keeps the optimizer state, so that an interrupted or extended run
         # can resume from it (without it resuming fails with KeyError: optimizer.state…).
         save_optim_on_train_end=True,
     )
+    resume = dict(
+        # A rerun under the same name (a preempted job, or more max_steps) continues from the
+        # run's newest checkpoint, optimizer state included; that wins over restore_from.
+        resume_if_exists=True, resume_ignore_no_checkpoint=True,
+        resume_from_directory=str(cfg.checkpoints),
+        # Otherwise restore_from gives the initial weights only: stage 2 starts a new optimizer
+        # and schedule.
+        restore_config=(dict(path=str(cfg.restore_from), load_model_state=True, load_optim_state=False)
+                        if cfg.restore_from else None),
+    )
     return Recipe(model=model, data=data, optimizer=optimizer, scheduler=scheduler, strategy=strategy,
                   precision="bf16-mixed" if gpu else "32", trainer=trainer, checkpoint=checkpoint,
-                  log_dir=cfg.work_dir / "logs" / cfg.name,
-                  restore_from=resolve_checkpoint(cfg.restore_from) if cfg.restore_from else None)
+                  log_dir=cfg.work_dir / "logs" / cfg.name, seed=cfg.seed, resume=resume)
 
 
 # --- run ----------------------------------------------------------------------------------------
@@ -186,6 +207,7 @@ def build_recipe(cfg: TrainConfig, blend: Blend, *, gpu: bool) -> Recipe:
 
 def run(recipe: Recipe, tokenizer: Any, *, mlflow_run_id: str, tracking_uri: str) -> Outcome:
     """Build NeMo's objects from `recipe` and train; returns what the run reached."""
+    from lightning.pytorch import seed_everything
     from lightning.pytorch.loggers import MLFlowLogger
     from megatron.core.optimizer import OptimizerConfig
     from nemo import lightning as nl
@@ -193,6 +215,7 @@ def run(recipe: Recipe, tokenizer: Any, *, mlflow_run_id: str, tracking_uri: str
     from nemo.lightning.ckpt_utils import ckpt_to_dir
     from nemo.lightning.pytorch.optim import MegatronOptimizerModule, WarmupHoldAnnealScheduler
 
+    seed_everything(recipe.seed, verbose=False)
     model = llm.Qwen2Model(llm.Qwen2Config(**recipe.model), tokenizer=tokenizer)
     data = llm.PreTrainingDataModule(tokenizer=tokenizer, **recipe.data)
     optim = MegatronOptimizerModule(config=OptimizerConfig(**recipe.optimizer),
@@ -203,41 +226,49 @@ def run(recipe: Recipe, tokenizer: Any, *, mlflow_run_id: str, tracking_uri: str
     checkpoint = nl.ModelCheckpoint(**recipe.checkpoint)
     log = nl.NeMoLogger(explicit_log_dir=str(recipe.log_dir), ckpt=checkpoint,
                         extra_loggers=[MLFlowLogger(run_id=mlflow_run_id, tracking_uri=tracking_uri)])
-    resume = None
-    if recipe.restore_from is not None:
-        resume = nl.AutoResume(restore_config=nl.RestoreConfig(path=str(recipe.restore_from)))
+    restore = recipe.resume["restore_config"]
+    resume = nl.AutoResume(**{**recipe.resume,
+                              "restore_config": nl.RestoreConfig(**restore) if restore else None})
 
     llm.pretrain(model=model, data=data, trainer=trainer, log=log, resume=resume, optim=optim)
 
     loss = trainer.callback_metrics.get("reduced_train_loss")
-    last = checkpoint.last_model_path
+    last, resumed = checkpoint.last_model_path, trainer.ckpt_path
     return Outcome(steps=int(trainer.global_step),
                    final_train_loss=float(loss) if loss is not None else None,
-                   checkpoint=ckpt_to_dir(last) if last else None)
+                   checkpoint=_checkpoint_dir(ckpt_to_dir(last)) if last else None,
+                   resumed_from=_checkpoint_dir(Path(resumed)) if resumed else None)
+
+
+def _checkpoint_dir(path: Path) -> Path:
+    """The checkpoint folder (holding context/ and weights/) for a path NeMo reports."""
+    return path.parent if path.name == "weights" else path
 
 
 def pretrain(cfg: TrainConfig, *, config_file: Path | None = None) -> dict[str, Any]:
     """setup → build_recipe → run, recorded in one MLflow run; returns the job summary fields."""
     prepared = setup(cfg)
-    recipe = build_recipe(cfg, prepared.blend, gpu=prepared.gpu)
-    blend = prepared.blend
+    cfg, blend = prepared.cfg, prepared.blend
+    recipe = build_recipe(cfg, blend, gpu=prepared.gpu)
     with tracking.start_run(JOB, work_dir=cfg.work_dir, kind=JOB, params=cfg.to_dict()) as mlrun:
         mlrun.table_read(SHARD_MANIFEST, blend.manifest_path, blend.manifest_version)
         mlrun.set_tags({"train.name": cfg.name, "shard_manifest_digest": blend.digest,
-                        "restore_from": recipe.restore_from,
+                        "restore_from": cfg.restore_from,
                         "accelerator": recipe.trainer["accelerator"]})
         mlrun.log_text(cfg.to_yaml(), "config/train.yaml")
         if config_file is not None:
             mlrun.log_artifact(config_file, "config/source")
         outcome = run(recipe, prepared.tokenizer, mlflow_run_id=mlrun.run_id,
                       tracking_uri=tracking.tracking_uri(cfg.work_dir))
-        mlrun.set_tags({"checkpoint": outcome.checkpoint})
+        mlrun.set_tags({"checkpoint": outcome.checkpoint, "resumed_from": outcome.resumed_from})
     return {
         "run": cfg.name,
         "steps": outcome.steps,
         "final_train_loss": outcome.final_train_loss,
         "checkpoint": str(outcome.checkpoint) if outcome.checkpoint else None,
-        "restored_from": str(recipe.restore_from) if recipe.restore_from else None,
+        # A resumed run continued its own checkpoint; restore_from applied only to its first start.
+        "restored_from": str(cfg.restore_from) if cfg.restore_from and not outcome.resumed_from else None,
+        "resumed_from": str(outcome.resumed_from) if outcome.resumed_from else None,
         "blend": blend.lang_weights,
         "shard_manifest_digest": blend.digest,
         "tables": {},
@@ -279,7 +310,8 @@ def stdout_to_stderr() -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.pretrain", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m trainer.pretrain",
+                                     description="Pretrain a Qwen2 model with NeMo 2 on the lake's shards.")
     parser.add_argument("--config", required=True, type=Path,
                         help="YAML file; its `train:` section is used when it has one")
     parser.add_argument("--max-steps", type=int, help="override schedule.max_steps")
@@ -293,5 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_job(JOB, work)
 
 
-if __name__ == "__main__":  # required: checkpoint saving starts processes that re-import __main__
+# Megatron's checkpoint writer starts a helper process with the "spawn" method, which re-imports
+# this module as __mp_main__: the guard keeps it from training again, and the module-level imports
+# are kept free of torch and NeMo so that the helper starts in a fraction of a second.
+if __name__ == "__main__":
     sys.exit(main())

@@ -32,8 +32,8 @@ def build_tokenizer(name: str = "qwen2.5", *, vocab_size: int) -> Any:
     tok = AutoTokenizer(str(tokenizer_dir(name)), use_fast=True)
     if tok.eod != want.eod_id:
         # Megatron's GPTDataset and loss masking use `eod`; it must be the id the exporter appended.
-        raise ConfigError(f"tokenizer {name!r}: NeMo sees end-of-document id {tok.eod}, the shards "
-                          f"end documents with {want.eod_id}; fix eos_token in tokenizer_config.json")
+        raise ConfigError(f"tokenizer {name!r}: NeMo sees end-of-document id {tok.eod}, the exporter "
+                          f"appends {want.eod_id}; fix eos_token in tokenizer_config.json")
     if tok.vocab_size > vocab_size:
         raise ConfigError(f"tokenizer {name!r} has {tok.vocab_size} tokens, more than "
                           f"model.vocab_size ({vocab_size})")

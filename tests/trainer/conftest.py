@@ -2,7 +2,8 @@
 
 Shards are Megatron indexed datasets written by megatron-core's own `IndexedDatasetBuilder`
 (random Qwen token ids, each document ended by EOD, as the exporter writes them); the manifest is
-a Delta table committed by delta-rs with the columns the exporter writes.
+a Delta table committed by delta-rs with the columns and the partitioning (by stage) of
+`data_engine.export.shards`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("stage", pa.string()), ("lang", pa.string()), ("prefix", pa.string()), ("docs", pa.int64()),
     ("tokens", pa.int64()), ("source_table", pa.string()), ("source_version", pa.int64()),
     ("tokenizer", pa.string()), ("tokenizer_digest", pa.string()), ("vocab_size", pa.int64()),
-    ("eod_id", pa.int64()),
+    ("eod_id", pa.int64()), ("dtype", pa.string()),
 ])
 
 
@@ -47,27 +48,33 @@ def manifest_row(stage: str, lang: str, prefix: Path, *, docs: int, tokens: int,
     tok = identity("qwen2.5")
     row = {"stage": stage, "lang": lang, "prefix": str(prefix), "docs": docs, "tokens": tokens,
            "source_table": "docs_curated", "source_version": 3, "tokenizer": tok.name,
-           "tokenizer_digest": tok.digest, "vocab_size": tok.vocab_size, "eod_id": tok.eod_id}
+           "tokenizer_digest": tok.digest, "vocab_size": tok.vocab_size, "eod_id": tok.eod_id,
+           "dtype": "int32"}
     row.update(overrides)
     return row
 
 
-def write_manifest(lake: Path, rows: Iterable[Mapping[str, Any]], *, mode: str = "overwrite") -> None:
+def _write_manifest(lake: Path, rows: Iterable[Mapping[str, Any]]) -> None:
     from deltalake import write_deltalake
 
     table = pa.Table.from_pylist([dict(r) for r in rows], schema=MANIFEST_SCHEMA)
-    write_deltalake(str(lake / SHARD_MANIFEST), table, mode=mode)
-
-
-ShardFactory = Callable[..., dict[str, Any]]
+    write_deltalake(str(lake / SHARD_MANIFEST), table, mode="overwrite", partition_by=["stage"])
 
 
 @pytest.fixture
-def make_shard(tmp_path: Path) -> ShardFactory:
-    """`make_shard(stage, lang, docs=…, seed=…, **row_overrides)` → a manifest row for a new shard."""
+def write_manifest() -> Callable[[Path, Iterable[Mapping[str, Any]]], None]:
+    """`write_manifest(lake, rows)` commits `rows` as a new version of `<lake>/shard_manifest`."""
+    return _write_manifest
 
-    def make(stage: str, lang: str, *, docs: int = 20, seed: int = 0, **overrides: Any) -> dict[str, Any]:
-        prefix = tmp_path / "shards" / stage / f"{lang}_text_document"
+
+@pytest.fixture
+def make_shard(tmp_path: Path) -> Callable[..., dict[str, Any]]:
+    """`make_shard(stage, lang, docs=…, seed=…, name=…, **row_overrides)` → the manifest row of a
+    freshly written shard (file name `<name or lang>_text_document`)."""
+
+    def make(stage: str, lang: str, *, docs: int = 20, seed: int = 0, name: str | None = None,
+             **overrides: Any) -> dict[str, Any]:
+        prefix = tmp_path / "shards" / stage / f"{name or lang}_text_document"
         tokens = write_shard(prefix, docs=docs, seed=seed)
         return manifest_row(stage, lang, prefix, docs=docs, tokens=tokens, **overrides)
 
@@ -85,5 +92,5 @@ def shard_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
         prefix = root / "shards" / stage / f"{lang}_text_document"
         rows.append(manifest_row(stage, lang, prefix, docs=docs,
                                  tokens=write_shard(prefix, docs=docs, seed=seed)))
-    write_manifest(lake, rows)
+    _write_manifest(lake, rows)
     return lake

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from data_engine.errors import ConfigError, TableNotFoundError
+from data_engine.export.shards import manifest_digest
+from trainer.data import blend_from_manifest
+
+ShardFactory = Callable[..., dict[str, Any]]
+ManifestWriter = Callable[..., None]
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> Path:
+    return tmp_path / "lake"
+
+
+def test_default_weights_follow_token_counts(
+        lake: Path, make_shard: ShardFactory, write_manifest: ManifestWriter) -> None:
+    ind = make_shard("stage1", "ind", docs=30, seed=1)
+    vie = make_shard("stage1", "vie", docs=10, seed=2)
+    write_manifest(lake, [ind, vie, make_shard("stage2", "tha", docs=5, seed=3)])
+
+    blend = blend_from_manifest(lake, "stage1")
+
+    total = ind["tokens"] + vie["tokens"]
+    assert blend.paths == [ind["tokens"] / total, ind["prefix"], vie["tokens"] / total, vie["prefix"]]
+    assert blend.lang_weights == {"ind": ind["tokens"] / total, "vie": vie["tokens"] / total}
+    assert blend.manifest_version == 0
+    assert blend.manifest_path == (lake / "shard_manifest").resolve()
+
+
+def test_weights_are_normalised_and_unnamed_languages_left_out(
+        lake: Path, make_shard: ShardFactory, write_manifest: ManifestWriter) -> None:
+    rows = [make_shard("stage2", lang, seed=i) for i, lang in enumerate(["ind", "tha", "vie"])]
+    write_manifest(lake, rows)
+
+    blend = blend_from_manifest(lake, "stage2", {"tha": 3, "ind": 1})
+
+    assert blend.lang_weights == {"ind": 0.25, "tha": 0.75}
+    assert blend.paths == [0.25, rows[0]["prefix"], 0.75, rows[1]["prefix"]]
+
+
+def test_a_language_weight_is_shared_by_its_shards_in_proportion_to_tokens(
+        lake: Path, make_shard: ShardFactory, write_manifest: ManifestWriter, tmp_path: Path) -> None:
+    first = make_shard("stage1", "ind", docs=20, seed=1)
+    second = make_shard("stage1", "ind", docs=10, seed=2, name="ind_part2")
+    empty = dict(first, prefix=str(tmp_path / "never_opened"), tokens=0, docs=0)
+    vie = make_shard("stage1", "vie", seed=3)
+    write_manifest(lake, [first, second, empty, vie])
+
+    blend = blend_from_manifest(lake, "stage1", {"ind": 0.6, "vie": 0.4})
+
+    ind_tokens = first["tokens"] + second["tokens"]
+    weights = dict(zip(blend.paths[1::2], blend.paths[0::2], strict=True))
+    assert weights == pytest.approx({first["prefix"]: 0.6 * first["tokens"] / ind_tokens,
+                                     second["prefix"]: 0.6 * second["tokens"] / ind_tokens,
+                                     vie["prefix"]: 0.4})
+    assert sum(blend.paths[0::2]) == pytest.approx(1.0)
+
+
+def test_digest_names_the_rows_used(
+        lake: Path, make_shard: ShardFactory, write_manifest: ManifestWriter) -> None:
+    ind, vie = make_shard("stage1", "ind", seed=1), make_shard("stage1", "vie", seed=2)
+    write_manifest(lake, [ind, vie, make_shard("stage2", "tha", seed=3)])
+    before = blend_from_manifest(lake, "stage1")
+    assert len(before.digest) == 64
+
+    # Rewriting the same stage-1 rows (other stages changed) keeps the digest; weights do not enter it.
+    write_manifest(lake, [vie, ind])
+    again = blend_from_manifest(lake, "stage1", {"ind": 1, "vie": 9})
+    assert (again.digest, again.manifest_version) == (before.digest, 1)
+
+    write_manifest(lake, [ind, dict(vie, source_version=4)])
+    assert blend_from_manifest(lake, "stage1").digest != before.digest
+
+    # With every language of the stage in the blend, it is the exporter's digest of that stage.
+    assert before.digest == manifest_digest([ind, vie])
+
+
+def test_no_manifest_table(lake: Path) -> None:
+    with pytest.raises(TableNotFoundError, match="no shard_manifest table in lake"):
+        blend_from_manifest(lake, "stage1")
+
+
+def test_no_rows_for_the_stage(lake: Path, make_shard: ShardFactory, write_manifest: ManifestWriter) -> None:
+    write_manifest(lake, [make_shard("stage1", "ind")])
+    with pytest.raises(ConfigError, match=r"no shards for stage 'stage3' \(stages present: \['stage1'\]\)"):
+        blend_from_manifest(lake, "stage3")
+
+
+def test_weighted_language_without_shard_and_bad_weights(
+        lake: Path, make_shard: ShardFactory, write_manifest: ManifestWriter) -> None:
+    write_manifest(lake, [make_shard("stage1", "ind", seed=1), make_shard("stage1", "vie", seed=2)])
+    with pytest.raises(ConfigError) as err:
+        blend_from_manifest(lake, "stage1", {"ind": 1.0, "khm": 0.5, "vie": -1.0})
+    message = str(err.value)
+    assert "weight of 'vie' must be positive, got -1.0" in message
+    assert ("'khm' has a weight but no shard with tokens in stage 'stage1' "
+            "(languages with shards: ['ind', 'vie'])") in message
+
+
+def test_shards_from_another_tokenizer_are_refused(
+        lake: Path, make_shard: ShardFactory, write_manifest: ManifestWriter) -> None:
+    other = make_shard("stage1", "vie", seed=2, tokenizer="llama3", tokenizer_digest="ab" * 32)
+    write_manifest(lake, [make_shard("stage1", "ind", seed=1), other])
+    with pytest.raises(ConfigError, match=r"vie shard .* was tokenised with 'llama3' \(tokenizer.json sha256 "
+                                          r"abababababab…\), the trainer uses 'qwen2.5'"):
+        blend_from_manifest(lake, "stage1")
+    # The language is not used, so its shards do not matter.
+    assert blend_from_manifest(lake, "stage1", {"ind": 1}).lang_weights == {"ind": 1.0}
+
+
+def test_a_different_end_of_document_id_is_refused(
+        lake: Path, make_shard: ShardFactory, write_manifest: ManifestWriter) -> None:
+    write_manifest(lake, [make_shard("stage1", "ind", eod_id=151645)])
+    with pytest.raises(ConfigError, match="ends documents with id 151645, the tokenizer's EOD is 151643"):
+        blend_from_manifest(lake, "stage1")
+
+
+def test_missing_bin_or_idx_files(
+        lake: Path, make_shard: ShardFactory, write_manifest: ManifestWriter) -> None:
+    ind, vie = make_shard("stage1", "ind", seed=1), make_shard("stage1", "vie", seed=2)
+    write_manifest(lake, [ind, vie])
+    os.remove(ind["prefix"] + ".idx")
+    os.remove(vie["prefix"] + ".bin")
+    os.remove(vie["prefix"] + ".idx")
+    with pytest.raises(ConfigError) as err:
+        blend_from_manifest(lake, "stage1")
+    message = str(err.value)
+    assert f"ind shard {ind['prefix']}: missing {ind['prefix']}.idx" in message
+    assert f"vie shard {vie['prefix']}: missing {vie['prefix']}.bin and {vie['prefix']}.idx" in message
