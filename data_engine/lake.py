@@ -218,7 +218,8 @@ def _write_native(df: Any, path: Path, name: str, mode: str, partition_by: list[
 def _spark_arrow_schema(df: Any) -> Any:
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    return to_arrow_schema(df.schema)
+    # Delta timestamps are UTC instants; without a zone pyspark refuses TimestampType columns.
+    return to_arrow_schema(df.schema, timezone="UTC")
 
 
 def _write_rs(df: Any, path: Path, name: str, mode: str, partition_by: list[str],
@@ -247,7 +248,10 @@ def _write_rs(df: Any, path: Path, name: str, mode: str, partition_by: list[str]
         props = CommitProperties(
             custom_metadata={k: str(v) for k, v in (metadata or {}).items()},
             app_transactions=[Transaction(app_id, app_version)] if app_id and app_version is not None
-            else None)
+            else None,
+            # An overwrite must land right after `base`: delta-rs would rebase it over a concurrent
+            # append (keeping the appended rows) instead of failing.
+            max_commit_retries=0 if mode == "overwrite" else None)
         with _create_lock(path):
             if base is None and not DeltaTable.is_deltatable(str(path)):
                 create_table_with_add_actions(str(path), Schema.from_arrow(schema), adds,
@@ -255,7 +259,7 @@ def _write_rs(df: Any, path: Path, name: str, mode: str, partition_by: list[str]
                                               name=name, commit_properties=props)
             else:
                 if base is None:  # created by someone else while we wrote: append after them
-                    if mode == "overwrite":
+                    if mode != "append":
                         raise TableConflictError(
                             f"table '{name}' was created by another writer while this job ran; "
                             "nothing was committed; re-run the job")
@@ -282,7 +286,7 @@ def _write_rs(df: Any, path: Path, name: str, mode: str, partition_by: list[str]
 
 def _adopt_files(staging: Path, table: Path, partition_by: list[str]) -> list[tuple[str, dict[str, str]]]:
     """Move the Parquet files Spark wrote into the table folder; return (relative path, partition)."""
-    moved: list[tuple[str, dict[str, str]]] = []
+    found: list[tuple[Path, Path, dict[str, str]]] = []
     for file in sorted(staging.rglob("*.parquet")):
         rel_dir = file.parent.relative_to(staging)
         if any(part.startswith((".", "_")) for part in rel_dir.parts) or file.name.startswith((".", "_")):
@@ -295,6 +299,9 @@ def _adopt_files(staging: Path, table: Path, partition_by: list[str]) -> list[tu
             raise SchemaMismatchError(f"unexpected partition folders {rel_dir} for {partition_by}")
         if any(v == "__HIVE_DEFAULT_PARTITION__" for v in values.values()):
             raise SchemaMismatchError(f"null values in partition columns {partition_by}")
+        found.append((file, rel_dir, values))
+    moved: list[tuple[str, dict[str, str]]] = []
+    for file, rel_dir, values in found:  # only once all are checked: a refusal moves nothing
         dest = table / rel_dir / file.name
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(file, dest)

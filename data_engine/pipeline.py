@@ -66,7 +66,8 @@ def run_pipeline(cfg: PipelineConfig, *, train: bool = True, log: Any = print) -
                                                           cfg.stage, cfg.export)
             if train and cfg.train_config:
                 log("[5/5] tiny NeMo pretraining")
-                summary["jobs"]["train"] = run_training(cfg, paths)
+                digest = summary["jobs"]["export_shards"]["shard_manifest_digest"]
+                summary["jobs"]["train"] = run_training(cfg, paths, digest)
             else:
                 log("[5/5] training skipped")
             report = lake_report(spark, str(paths.lake), stage=cfg.stage)
@@ -89,15 +90,20 @@ def to_dict_stats(stats: Any) -> dict[str, Any]:
     return dataclasses.asdict(stats)
 
 
-def run_training(cfg: PipelineConfig, paths: PipelinePaths) -> dict[str, Any]:
-    """`python -m trainer.pretrain` on the exported stage, with lake and work dir pointed here."""
+def run_training(cfg: PipelineConfig, paths: PipelinePaths, manifest_digest: str) -> dict[str, Any]:
+    """`python -m trainer.pretrain` on the exported stage, with lake and work dir pointed here.
+
+    The run is named after the shards' content digest: re-running the pipeline on the same data
+    resumes that run's finished checkpoint (nothing to train) instead of training a copy, and new
+    data gets a run of its own.
+    """
     import dataclasses
 
     from trainer.config import TrainConfig
 
     assert cfg.train_config is not None
     train = TrainConfig.from_yaml(Path(cfg.train_config))
-    train = dataclasses.replace(train, work_dir=paths.work,
+    train = dataclasses.replace(train, name=f"{train.name}-{manifest_digest[:10]}", work_dir=paths.work,
                                 data=dataclasses.replace(train.data, lake=paths.lake, stage=cfg.stage))
     config_path = paths.work / "train.yaml"
     config_path.write_text(train.to_yaml(), encoding="utf-8")

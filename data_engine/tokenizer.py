@@ -66,15 +66,18 @@ def tokenizer_dir(name_or_path: str = BUNDLED) -> Path:
     Hugging Face `AutoTokenizer` (the trainer) and `tokenizers` (the exporter) read the same file.
     """
     if name_or_path == BUNDLED:
-        text = _bundled_json()
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+        # Keyed by the shipped file and the transform, so a cached copy is reused without
+        # re-parsing 11 MB of JSON in every process.
+        src = _bundled_source()
+        key = hashlib.sha256((src / "tokenizer.json").read_bytes())
+        key.update(f"drop-ids>{QWEN_LAST_ADDED_ID}".encode())
         cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sailyard" / "tokenizers"
-        target = cache / f"qwen2.5-{digest}"
+        target = cache / f"qwen2.5-{key.hexdigest()[:16]}"
         if not (target / "tokenizer.json").exists():
+            text = _bundled_json()
             cache.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(dir=cache))
             (staging / "tokenizer.json").write_text(text, encoding="utf-8")
-            src = _bundled_source()
             for name in ("vocab.json", "merges.txt"):
                 (staging / name).write_bytes((src / name).read_bytes())
             config = json.loads((src / "tokenizer_config.json").read_text(encoding="utf-8"))

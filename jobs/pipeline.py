@@ -40,7 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nlake:        {summary['lake']}")
         print(f"shards:      {summary['shards']}")
         if train:
-            print(f"checkpoint:  {train.get('checkpoint')}")
+            reused = " (already trained on these exact shards; reused)" if train.get("resumed_from") \
+                and train.get("final_train_loss") is None else ""
+            print(f"checkpoint:  {train.get('checkpoint')}{reused}")
+            if not reused:
+                print(f"training:    {train.get('steps')} steps, final train loss "
+                      f"{train.get('final_train_loss'):.4f}")
         print(f"MLflow:      {summary['tracking_uri']}  (run {summary['mlflow_run_id']})")
         print("MLflow UI:   make ui   (or: .venv/bin/sailyard ui --work-dir "
               f"{summary['work_dir']}), then open http://127.0.0.1:5000\n")

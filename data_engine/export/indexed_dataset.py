@@ -10,7 +10,6 @@ arrays, so no token passes through the driver's memory.
 
 from __future__ import annotations
 
-import shutil
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,24 +47,31 @@ def write_index(idx_path: str | Path, lengths: np.ndarray, dtype: np.dtype) -> N
         out.write(doc_index.tobytes(order="C"))
 
 
-def merge_parts(prefix: str | Path, parts: Sequence[tuple[str | Path, str | Path]], dtype: np.dtype) -> tuple[int, int]:
+def merge_parts(prefix: str | Path, parts: Sequence[tuple[str | Path, str | Path]],
+                dtype: np.dtype) -> tuple[int, int, str]:
     """Join part files `(bin, lengths.npy)`, in order, into `<prefix>.bin/.idx`.
 
-    Returns (documents, tokens).
+    Returns (documents, tokens, checksum): the checksum is the xxh3-128 of the `.bin`, computed
+    while copying, so two exports of the same documents are recognisably the same shard.
     """
+    import xxhash
+
     prefix = Path(prefix)
     lengths = [np.load(lens) for _, lens in parts]
     all_lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int32)
+    checksum = xxhash.xxh3_128()
     with open(f"{prefix}.bin", "wb") as out:
         for bin_path, _ in parts:
             with open(bin_path, "rb") as part:
-                shutil.copyfileobj(part, out, length=1 << 24)
+                for block in iter(lambda: part.read(1 << 24), b""):  # noqa: B023 - read now
+                    checksum.update(block)
+                    out.write(block)
     expected = int(all_lengths.astype(np.int64).sum()) * np.dtype(dtype).itemsize
     actual = Path(f"{prefix}.bin").stat().st_size
     if actual != expected:
         raise RuntimeError(f"shard {prefix}.bin has {actual} bytes, lengths say {expected}")
     write_index(f"{prefix}.idx", all_lengths, dtype)
-    return len(all_lengths), int(all_lengths.astype(np.int64).sum())
+    return len(all_lengths), int(all_lengths.astype(np.int64).sum()), checksum.hexdigest()
 
 
 def read_index(idx_path: str | Path) -> tuple[np.dtype, np.ndarray]:

@@ -30,8 +30,10 @@ from data_engine.tokenizer import identity
 PART_SCHEMA = ("lang string, part int, bin_path string, lengths_path string, docs long, "
                "tokens long, dropped long")
 MANIFEST_SCHEMA = ("stage string, lang string, prefix string, docs long, tokens long, "
-                   "source_table string, source_version long, tokenizer string, "
+                   "checksum string, source_table string, source_version long, tokenizer string, "
                    "tokenizer_digest string, vocab_size long, eod_id long, dtype string")
+#: What a model is trained on; lineage columns (source table and version) stay out of the digest.
+DIGEST_COLUMNS = ("stage", "lang", "docs", "tokens", "checksum", "tokenizer_digest", "eod_id", "dtype")
 SHARD_SUFFIX = "_text_document"
 
 
@@ -149,17 +151,18 @@ def export_shards(spark: Any, lake_dir: str, out_dir: str, stage: str,
             if lang in skip:
                 continue
             prefix = work / f"{lang}{SHARD_SUFFIX}"
-            docs, tokens = merge_parts(prefix, [(p.bin_path, p.lengths_path) for p in lang_parts
-                                                if p.docs > 0], dtype)
+            docs, tokens, checksum = merge_parts(prefix, [(p.bin_path, p.lengths_path)
+                                                          for p in lang_parts if p.docs > 0], dtype)
             if docs == 0:
                 continue
             result.shards[lang] = {"prefix": str(stage_dir / f"{lang}{SHARD_SUFFIX}"), "docs": docs,
-                                   "tokens": tokens}
+                                   "tokens": tokens, "checksum": checksum}
             result.docs += docs
             result.tokens += tokens
         _swap_into_place(work, stage_dir, set(result.shards))
         manifest = [{"stage": stage, "lang": lang, "prefix": s["prefix"], "docs": s["docs"],
-                     "tokens": s["tokens"], "source_table": table, "source_version": source.version,
+                     "tokens": s["tokens"], "checksum": s["checksum"], "source_table": table,
+                     "source_version": source.version,
                      "tokenizer": tok.name, "tokenizer_digest": tok.digest,
                      "vocab_size": tok.vocab_size, "eod_id": tok.eod_id, "dtype": dtype.name}
                     for lang, s in sorted(result.shards.items())]
@@ -180,8 +183,10 @@ def export_shards(spark: Any, lake_dir: str, out_dir: str, stage: str,
 
 
 def manifest_digest(rows: list[dict[str, Any]]) -> str:
-    """SHA-256 of the manifest rows in canonical JSON: names exactly what a model trained on."""
-    canonical = json.dumps(sorted(rows, key=lambda r: (r["stage"], r["lang"])), sort_keys=True)
+    """SHA-256 over the shards' content columns in canonical JSON: names exactly the tokens a
+    model trained on, and stays the same when the same documents are exported again."""
+    content = [{c: r.get(c) for c in DIGEST_COLUMNS} for r in rows]
+    canonical = json.dumps(sorted(content, key=lambda r: (r["stage"], r["lang"])), sort_keys=True)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
