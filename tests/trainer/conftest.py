@@ -21,7 +21,7 @@ from data_engine.tokenizer import QWEN_EOD_ID, identity
 
 MANIFEST_SCHEMA = pa.schema([
     ("stage", pa.string()), ("lang", pa.string()), ("prefix", pa.string()), ("docs", pa.int64()),
-    ("tokens", pa.int64()), ("source_table", pa.string()), ("source_version", pa.int64()),
+    ("tokens", pa.int64()), ("checksum", pa.string()), ("source_table", pa.string()), ("source_version", pa.int64()),
     ("tokenizer", pa.string()), ("tokenizer_digest", pa.string()), ("vocab_size", pa.int64()),
     ("eod_id", pa.int64()), ("dtype", pa.string()),
 ])
@@ -46,8 +46,12 @@ def write_shard(prefix: Path, *, docs: int, seed: int, min_len: int = 40, max_le
 def manifest_row(stage: str, lang: str, prefix: Path, *, docs: int, tokens: int,
                  **overrides: Any) -> dict[str, Any]:
     tok = identity("qwen2.5")
+    import xxhash
+
+    bin_path = Path(f"{prefix}.bin")
+    checksum = xxhash.xxh3_128_hexdigest(bin_path.read_bytes()) if bin_path.exists() else None
     row = {"stage": stage, "lang": lang, "prefix": str(prefix), "docs": docs, "tokens": tokens,
-           "source_table": "docs_curated", "source_version": 3, "tokenizer": tok.name,
+           "checksum": checksum, "source_table": "docs_curated", "source_version": 3, "tokenizer": tok.name,
            "tokenizer_digest": tok.digest, "vocab_size": tok.vocab_size, "eod_id": tok.eod_id,
            "dtype": "int32"}
     row.update(overrides)
