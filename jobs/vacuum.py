@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
                                      if (d / "_delta_log").is_dir())
         removed = {name: lake.vacuum(args.lake, name, retention_hours=args.retention_hours,
                                      dry_run=args.dry_run) for name in names}
-        for name, paths in removed.items():
+        for paths in removed.values():
             for path in paths:
                 print(f"{'would delete' if args.dry_run else 'deleted'} {path}")
         return {"files": {k: len(v) for k, v in removed.items()}, "dry_run": args.dry_run}

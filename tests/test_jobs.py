@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, job_env, spark_submit
+
 from data_engine import lake, tracking
 from data_engine.sample.corpus import build_sample
 
@@ -91,3 +91,34 @@ def test_cli_lists_its_commands():
     assert proc.returncode == 0
     for command in ("demo", "ingest", "dedup", "export-shards", "train", "report", "vacuum", "ui"):
         assert command in proc.stdout
+
+
+def test_mlflow_ui_serves_on_loopback_only(tmp_path):
+    import time
+    import urllib.request
+
+    from data_engine.cluster import free_port
+
+    port = free_port()
+    sailyard = str(Path(spark_submit()).parent / "sailyard")
+    proc = subprocess.Popen([sailyard, "ui", "--work-dir", str(tmp_path), "--port", str(port)],
+                            env=job_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline, body = time.time() + 90, b""
+        while time.time() < deadline and not body:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                    body = resp.read()
+            except OSError:
+                time.sleep(1)
+        assert body.strip() == b"OK"
+        listing = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
+        local_addresses = {line.split()[3] for line in listing.splitlines() if line.strip()}
+        assert local_addresses == {f"127.0.0.1:{port}"}
+    finally:
+        import os
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

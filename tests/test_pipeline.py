@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 from mlflow.tracking import MlflowClient
 
 from data_engine import lake, tracking
 from data_engine.config import PipelineConfig
 from data_engine.langs import LANGS
 from data_engine.pipeline import run_pipeline
+from trainer.config import TrainConfig
 
 
-def test_data_pipeline_counts_reconcile_stage_to_stage(spark, tmp_path):
-    cfg = PipelineConfig(work_dir=str(tmp_path / "work"), sample_docs_per_lang=6)
-    summary = run_pipeline(cfg, train=False, log=lambda _: None)
+def test_demo_path_reconciles_stage_to_stage_and_trains_on_the_exported_shards(spark, tmp_path):
+    # Six documents per language: the tiny config's validation share must still give each one a
+    # document (`trainer.data` refuses a split that leaves a part empty).
+    train_yaml = tmp_path / "train.yaml"
+    train = TrainConfig.from_yaml(Path("configs/train_tiny.yaml"))
+    train_yaml.write_text(dataclasses.replace(train, data=dataclasses.replace(train.data, split="60,40,0"))
+                          .to_yaml())
+    cfg = PipelineConfig(work_dir=str(tmp_path / "work"), sample_docs_per_lang=6,
+                         train_config=str(train_yaml))
+    summary = run_pipeline(cfg, train=True, log=lambda _: None)
     ingest, dedup, export = (summary["jobs"][k] for k in ("ingest", "dedup", "export_shards"))
     assert ingest["in"] == ingest["kept"] + ingest["quarantined"] and ingest["quarantined"] == 11
     assert dedup["in"] == ingest["kept"] and dedup["in"] == dedup["kept"] + dedup["dropped"]
@@ -26,7 +37,14 @@ def test_data_pipeline_counts_reconcile_stage_to_stage(spark, tmp_path):
     client = MlflowClient(tracking.tracking_uri(tmp_path / "work"))
     children = client.search_runs([client.get_run(summary["mlflow_run_id"]).info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{summary['mlflow_run_id']}'")
-    assert sorted(r.info.run_name for r in children) == ["dedup", "export_shards", "ingest"]
+    assert sorted(r.info.run_name for r in children) == ["dedup", "export_shards", "ingest", "train"]
+    train = summary["jobs"]["train"]
+    assert train["status"] == "ok" and train["steps"] == 10 and train["final_train_loss"] > 0
+    assert train["tables_read"] == {"shard_manifest": export["tables"]["shard_manifest"]}
+    assert Path(train["checkpoint"]).is_dir()
+    (train_run,) = [r for r in children if r.info.run_name == "train"]
+    assert train_run.data.tags["shard_manifest_digest"] == export["shard_manifest_digest"]
+    assert len(client.get_metric_history(train_run.info.run_id, "reduced_train_loss")) == 10
     # A second run: ingest adds nothing, dedup and export reproduce the same content.
     again = run_pipeline(cfg, train=False, log=lambda _: None)
     assert again["jobs"]["ingest"]["in"] == 0

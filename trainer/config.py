@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
+from data_engine.config import build, report
 from data_engine.errors import ConfigError
 from data_engine.tokenizer import QWEN_PADDED_VOCAB
 
@@ -132,9 +132,9 @@ class TrainConfig:
     def from_dict(cls, doc: Any, *, where: str = "", source: str = "config") -> TrainConfig:
         """Build from plain data (parsed YAML), checking keys and types; then `validate()`."""
         problems: list[str] = []
-        cfg = _build(cls, doc, where, problems)
+        cfg = build(cls, doc, where, problems)
         if problems:
-            raise ConfigError(_report(source, problems))
+            raise ConfigError(report(source, problems))
         assert isinstance(cfg, TrainConfig)
         cfg.validate(source=source)
         return cfg
@@ -160,7 +160,7 @@ class TrainConfig:
         if self.restore_from is not None and not self.restore_from.is_dir():
             problems.append(f"restore_from: no checkpoint directory at {self.restore_from}")
         if problems:
-            raise ConfigError(_report(source, problems))
+            raise ConfigError(report(source, problems))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (paths as strings) that `from_dict` reads back; also the MLflow params."""
@@ -233,96 +233,6 @@ def _check_schedule(s: ScheduleArgs) -> list[str]:
         problems.append(f"schedule.clip_grad: must be 0 (off) or more, got {s.clip_grad}")
     return problems
 
-
-def _report(source: str, problems: list[str]) -> str:
-    return f"{source}: {len(problems)} problem(s):\n  " + "\n  ".join(problems)
-
-
-# --- strict loading -----------------------------------------------------------------------------
-
-
-def _build(cls: type, doc: Any, where: str, problems: list[str]) -> Any:
-    """Instantiate dataclass `cls` from a mapping, recording unknown keys and type errors."""
-    label = where or "top level"
-    if not isinstance(doc, Mapping):
-        problems.append(f"{label}: expected a mapping of keys, got {type(doc).__name__}")
-        return None
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in doc:
-        if key not in known:
-            problems.append(f"{_join(where, key)}: unknown key (known: {', '.join(sorted(known))})")
-    kwargs = {}
-    for key in known & set(doc):
-        value = _coerce(doc[key], hints[key], _join(where, key), problems)
-        if value is not _INVALID:
-            kwargs[key] = value
-    if len(kwargs) < len(known & set(doc)):
-        return None
-    return cls(**kwargs)
-
-
-_INVALID = object()
-
-
-def _coerce(value: Any, hint: Any, where: str, problems: list[str]) -> Any:
-    """`value` as type `hint`, or `_INVALID` after recording why not."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(value, inner, where, problems)
-    if dataclasses.is_dataclass(hint):
-        built = _build(hint, value, where, problems)
-        return _INVALID if built is None else built
-    if origin is Literal:
-        if value in args:
-            return value
-        problems.append(f"{where}: expected one of {', '.join(map(repr, args))}, got {value!r}")
-        return _INVALID
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            problems.append(f"{where}: expected a mapping, got {type(value).__name__}")
-            return _INVALID
-        key_type, value_type = args
-        out = {}
-        for k, v in value.items():
-            k2 = _coerce(k, key_type, f"{where}.{k}", problems)
-            v2 = _coerce(v, value_type, f"{where}.{k}", problems)
-            if k2 is _INVALID or v2 is _INVALID:
-                return _INVALID
-            out[k2] = v2
-        return out
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML (YAML 1.1) reads `1e-4`, without a dot, as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-    elif hint is Path:
-        if isinstance(value, str) and value:
-            return Path(value)
-    else:  # pragma: no cover - a field type this loader was not taught
-        raise TypeError(f"config field {where} has unsupported type {hint!r}")
-    name = "path" if hint is Path else hint.__name__
-    problems.append(f"{where}: expected {name}, got {value!r}")
-    return _INVALID
-
-
-def _join(where: str, key: Any) -> str:
-    return f"{where}.{key}" if where else str(key)
 
 
 def _plain(obj: Any) -> Any:

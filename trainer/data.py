@@ -37,7 +37,7 @@ class Blend:
 
 
 def blend_from_manifest(lake: str | Path, stage: str, weights: Mapping[str, float] | None = None, *,
-                        tokenizer: str = "qwen2.5") -> Blend:
+                        tokenizer: str = "qwen2.5", split: str | None = None) -> Blend:
     """Read `<lake>/shard_manifest` and weight the shards of `stage`.
 
     Args:
@@ -47,6 +47,9 @@ def blend_from_manifest(lake: str | Path, stage: str, weights: Mapping[str, floa
             that are not named get no weight. None: every language of the stage, by token count.
         tokenizer: the training tokenizer (a `data_engine.tokenizer` name or directory); the
             shards must have been written with exactly this tokenizer file.
+        split: the train,validation,test document split; when given, every part with a positive
+            share must get at least one document of every shard (else Megatron loops forever
+            building that part).
 
     Within a language, shards share its weight in proportion to their tokens.
 
@@ -77,6 +80,8 @@ def blend_from_manifest(lake: str | Path, stage: str, weights: Mapping[str, floa
     used = sorted((r for lang in lang_weights for r in by_lang[lang]),
                   key=lambda r: (r["lang"], r["prefix"]))
     _check_shards(used, tokenizer, where)
+    if split is not None:
+        _check_split(used, split, where)
 
     paths: list[float | str] = []
     for row in used:
@@ -103,6 +108,33 @@ def _language_weights(by_lang: Mapping[str, list[dict[str, Any]]],
         raw = {lang: float(w) for lang, w in weights.items()}
     total = sum(raw.values())
     return {lang: raw[lang] / total for lang in sorted(raw)}
+
+
+def split_documents(docs: int, split: str) -> list[int]:
+    """Documents of a shard in each part of a 'train,validation,test' split, as Megatron cuts it
+    (cumulative shares of the document count, each bound rounded)."""
+    shares = [float(x) for x in split.split(",")]
+    total = sum(shares)
+    bounds, acc = [0], 0.0
+    for share in shares:
+        acc += share / total
+        bounds.append(int(round(acc * docs)))
+    return [hi - lo for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _check_split(rows: list[dict[str, Any]], split: str, where: str) -> None:
+    names = ("train", "validation", "test")
+    shares = [float(x) for x in split.split(",")]
+    problems = []
+    for row in rows:
+        counts = split_documents(row["docs"], split)
+        empty = [names[i] for i, n in enumerate(counts) if n == 0 and shares[i] > 0]
+        if empty:
+            problems.append(f"{row['lang']} shard {row['prefix']} has {row['docs']} documents: split "
+                            f"{split!r} leaves its {' and '.join(empty)} part empty")
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems) + ". Give that part a larger share in "
+                          "data.split (e.g. '90,10,0'), set it to 0, or export more documents")
 
 
 def _check_shards(rows: list[dict[str, Any]], tokenizer: str, where: str) -> None:

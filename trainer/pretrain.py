@@ -97,7 +97,7 @@ def setup(cfg: TrainConfig) -> Prepared:
     if cfg.restore_from is not None:
         cfg = dataclasses.replace(cfg, restore_from=resolve_checkpoint(cfg.restore_from))
     blend = blend_from_manifest(cfg.data.lake, cfg.data.stage, cfg.data.weights,
-                                tokenizer=cfg.data.tokenizer)
+                                tokenizer=cfg.data.tokenizer, split=cfg.data.split)
     from trainer import cpu_patches  # imports torch: not at module level, see the note at the end
 
     gpu = not cpu_patches.apply()  # only without a GPU; before NeMo is imported (next line)

@@ -22,8 +22,8 @@ from typing import Any
 from data_engine import lake
 from data_engine.config import ExportConfig
 from data_engine.errors import ConfigError, TableNotFoundError
-from data_engine.langs import UNKNOWN
 from data_engine.export.indexed_dataset import merge_parts, token_dtype
+from data_engine.langs import UNKNOWN
 from data_engine.tables import DOCS_CURATED, DOCS_DEDUP, SHARD_MANIFEST
 from data_engine.tokenizer import identity
 

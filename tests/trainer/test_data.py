@@ -138,3 +138,20 @@ def test_missing_bin_or_idx_files(
     message = str(err.value)
     assert f"ind shard {ind['prefix']}: missing {ind['prefix']}.idx" in message
     assert f"vie shard {vie['prefix']}: missing {vie['prefix']}.bin and {vie['prefix']}.idx" in message
+
+
+def test_split_documents_follows_megatron_rounding() -> None:
+    from trainer.data import split_documents
+
+    assert split_documents(40, "98,2,0") == [39, 1, 0]
+    assert split_documents(6, "98,2,0") == [6, 0, 0]
+    assert split_documents(10, "8,1,1") == [8, 1, 1]
+
+
+def test_a_split_part_left_empty_is_an_error_not_a_hang(
+        lake: Path, make_shard: ShardFactory, write_manifest: ManifestWriter) -> None:
+    write_manifest(lake, [make_shard("stage1", "lao", docs=6, seed=1), make_shard("stage1", "tha", seed=2)])
+    with pytest.raises(ConfigError, match=r"lao shard .* has 6 documents: split '98,2,0' leaves its "
+                                          r"validation part empty"):
+        blend_from_manifest(lake, "stage1", split="98,2,0")
+    assert blend_from_manifest(lake, "stage1", split="60,40,0").lang_weights.keys() == {"lao", "tha"}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,7 +65,8 @@ def test_reexport_is_byte_identical_and_replaces_only_its_stage(spark, dedup_lak
     out = tmp_path / "shards"
 
     def digests() -> dict[str, str]:
-        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((out / "stage1").glob("*_text_document.*"))}
+        files = sorted((out / "stage1").glob("*_text_document.*"))
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
     first = export_shards(spark, lake_dir, str(out), "stage1")
     before = digests()
