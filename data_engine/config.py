@@ -237,8 +237,8 @@ class PipelineConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     stage: str = "stage1"
-    train_config: str | None = "configs/train_tiny.yaml"
-    """Trainer YAML for the tiny NeMo run (None: skip training)."""
+    train_config: str | None = None
+    """Trainer YAML for the NeMo run (None: the trainer's built-in tiny defaults)."""
 
     @staticmethod
     def from_yaml(path: str | Path | None) -> PipelineConfig:

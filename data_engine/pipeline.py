@@ -7,6 +7,7 @@ nested under the same parent through `SAILYARD_PARENT_RUN_ID`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -54,7 +55,7 @@ def run_pipeline(cfg: PipelineConfig, *, train: bool = True, log: Any = print) -
         try:
             log(f"[1/5] sample corpus → {paths.sample}")
             stats = build_sample(paths.sample, docs_per_lang=cfg.sample_docs_per_lang)
-            parent.log_dict(to_dict_stats(stats), "sample_stats.json")
+            parent.log_dict(dataclasses.asdict(stats), "sample_stats.json")
             spark = get_spark("sailyard-pipeline")
             log("[2/5] ingest")
             summary["jobs"]["ingest"] = ingest_job(spark, str(paths.lake), [str(paths.sample)],
@@ -64,7 +65,7 @@ def run_pipeline(cfg: PipelineConfig, *, train: bool = True, log: Any = print) -
             log(f"[4/5] export shards → {paths.shards / cfg.stage}")
             summary["jobs"]["export_shards"] = export_job(spark, str(paths.lake), str(paths.shards),
                                                           cfg.stage, cfg.export)
-            if train and cfg.train_config:
+            if train:
                 log("[5/5] tiny NeMo pretraining")
                 digest = summary["jobs"]["export_shards"]["shard_manifest_digest"]
                 summary["jobs"]["train"] = run_training(cfg, paths, digest)
@@ -84,12 +85,6 @@ def run_pipeline(cfg: PipelineConfig, *, train: bool = True, log: Any = print) -
     return summary
 
 
-def to_dict_stats(stats: Any) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(stats)
-
-
 def run_training(cfg: PipelineConfig, paths: PipelinePaths, manifest_digest: str) -> dict[str, Any]:
     """`python -m trainer.pretrain` on the exported stage, with lake and work dir pointed here.
 
@@ -97,12 +92,9 @@ def run_training(cfg: PipelineConfig, paths: PipelinePaths, manifest_digest: str
     resumes that run's finished checkpoint (nothing to train) instead of training a copy, and new
     data gets a run of its own.
     """
-    import dataclasses
-
     from trainer.config import TrainConfig
 
-    assert cfg.train_config is not None
-    train = TrainConfig.from_yaml(Path(cfg.train_config))
+    train = TrainConfig.from_yaml(Path(cfg.train_config)) if cfg.train_config else TrainConfig()
     train = dataclasses.replace(train, name=f"{train.name}-{manifest_digest[:10]}", work_dir=paths.work,
                                 data=dataclasses.replace(train.data, lake=paths.lake, stage=cfg.stage))
     config_path = paths.work / "train.yaml"

@@ -160,11 +160,13 @@ def start_run(name: str, *, work_dir: str | Path, kind: str = "job",
     run = Run(client=client, run_id=mlrun.info.run_id, experiment_id=experiment_id)
     if params:
         run.log_params(params)
+    started = time.time()
     try:
         yield run
     except BaseException:
         client.set_terminated(run.run_id, status="FAILED")
         raise
+    run.log_metrics({"seconds": round(time.time() - started, 3)})
     client.set_terminated(run.run_id, status="FINISHED")
 
 

@@ -107,7 +107,8 @@ def _plan_splits(spark: Any, files: list[plan.InputFile], split_bytes: int) -> l
     cut = [s for s in splits if s.start > 0 or s.end >= 0]
     if not cut:
         return splits
-    df = _spread(spark, [(s.path, s.start, s.end if s.end >= 0 else _size(s.path)) for s in cut],
+    size = {f.path: f.size for f in files}
+    df = _spread(spark, [(s.path, s.start, s.end if s.end >= 0 else size[s.path]) for s in cut],
                  "path string, start long, end long")
     counts = {(r.path, r.start): r.newlines for r in
               df.mapInPandas(_newline_partitions, "path string, start long, end long, newlines long")
@@ -120,12 +121,6 @@ def _plan_splits(spark: Any, files: list[plan.InputFile], split_bytes: int) -> l
         if (s.path, s.start) in counts:
             running[s.path] = before + counts[(s.path, s.start)]
     return out
-
-
-def _size(path: str) -> int:
-    import os
-
-    return os.path.getsize(path)
 
 
 def _with_doc_ids(docs: Any, lake_dir: str) -> Any:
