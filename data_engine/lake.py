@@ -30,6 +30,7 @@ from data_engine.errors import SchemaMismatchError, TableConflictError, TableNot
 WriteMode = Literal["error", "append", "overwrite"]
 STAGING = "_staging"  # underscore: Spark, Delta and our vacuum all treat it as not-data
 _CREATE_LOCK = "_sailyard_create.lock"
+_ATTEMPT_KEY = "sailyard.attempt"  # commit-info key naming the write attempt that made a version
 
 
 @dataclass(frozen=True)
@@ -246,7 +247,7 @@ def _write_rs(df: Any, path: Path, name: str, mode: str, partition_by: list[str]
                                           f"replaced {dict(replace_partitions)}: {bad[0][1]}")
         schema = _spark_arrow_schema(df)
         props = CommitProperties(
-            custom_metadata={k: str(v) for k, v in (metadata or {}).items()},
+            custom_metadata={**{k: str(v) for k, v in (metadata or {}).items()}, _ATTEMPT_KEY: attempt},
             app_transactions=[Transaction(app_id, app_version)] if app_id and app_version is not None
             else None,
             # An overwrite must land right after `base`: delta-rs would rebase it over a concurrent
@@ -281,7 +282,19 @@ def _write_rs(df: Any, path: Path, name: str, mode: str, partition_by: list[str]
         _remove(path, [rel for rel, _ in moved])
         raise
     rows = sum(json.loads(a.stats)["numRecords"] for a in adds)
-    return WriteResult(name, path, DeltaTable(str(path)).version(), rows, len(adds), committed=True)
+    return WriteResult(name, path, _version_of(path, attempt), rows, len(adds), committed=True)
+
+
+def _version_of(path: Path, attempt: str) -> int:
+    """The version our commit got. Not simply the latest: another writer may already have
+    committed after us (appends are rebased), so find the commit that carries our attempt id."""
+    from deltalake import DeltaTable
+
+    dt = DeltaTable(str(path))
+    for entry in dt.history(limit=64):
+        if entry.get(_ATTEMPT_KEY) == attempt:
+            return int(entry["version"])
+    raise RuntimeError(f"committed to {path} but cannot find the commit of attempt {attempt}")
 
 
 def _adopt_files(staging: Path, table: Path, partition_by: list[str]) -> list[tuple[str, dict[str, str]]]:
