@@ -188,6 +188,12 @@ class IngestConfig:
 
 
 @dataclass(frozen=True)
+class UrlDedupConfig:
+    extra_tracking_params: tuple[str, ...] = ()
+    """Query parameters to ignore besides the built-in list (utm_*, fbclid, gclid, …)."""
+
+
+@dataclass(frozen=True)
 class ExactDedupConfig:
     lowercase: bool = False
     """Also fold case before hashing (off: case often carries meaning, e.g. acronyms)."""
@@ -197,8 +203,9 @@ class ExactDedupConfig:
 class DedupConfig:
     input_table: str = "docs_raw"
     """The table dedup reads (a pinned version of it)."""
-    stages: tuple[str, ...] = ("exact",)
+    stages: tuple[str, ...] = ("url", "exact")
     """Stages in the order they run; each removes duplicates among what the previous kept."""
+    url: UrlDedupConfig = field(default_factory=UrlDedupConfig)
     exact: ExactDedupConfig = field(default_factory=ExactDedupConfig)
 
     def __post_init__(self) -> None:

@@ -1,6 +1,6 @@
 """Remove duplicate documents.
 
-    spark-submit jobs/dedup.py --lake <dir> [--stages exact] [--config YAML] [--input-version N]
+    spark-submit jobs/dedup.py --lake <dir> [--stages url,exact] [--config YAML] [--input-version N]
 
 Reads a pinned version of the input table (default `docs_raw`), runs the stages in order and
 writes `docs_dedup` plus one `drops` row per removed document (stage, reason, dup_of).
@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dedup", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lake", required=True, help="lake root directory")
-    p.add_argument("--stages", help="comma-separated stages in order (default from config: exact)")
+    p.add_argument("--stages", help="comma-separated stages in order (default from config: url,exact)")
     p.add_argument("--config", help="YAML with a 'dedup:' section (or the section itself)")
     p.add_argument("--input-version", type=int, help="version of the input table (default: latest)")
     return p

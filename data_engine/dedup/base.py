@@ -37,14 +37,17 @@ def keep_order(df: Any) -> list[Any]:
     return order
 
 
-def tag_duplicates(df: Any, group_col: str, *, stage: str, reason: str) -> StageResult:
-    """Keep the first row of each `group_col` group by `keep_order`; drop the rest with `dup_of`."""
+def tag_duplicates(df: Any, group_col: str, *, stage: str, reason: str,
+                   order: list[Any] | None = None) -> StageResult:
+    """Keep the first row of each `group_col` group by `order` (default `keep_order`); drop the
+    rest with `dup_of` naming the survivor. Rows whose group is null are all kept."""
     from pyspark import StorageLevel
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    window = Window.partitionBy(group_col).orderBy(*keep_order(df))
-    tagged = (df.withColumn("_survivor", F.first("doc_id").over(window))
+    window = Window.partitionBy(group_col).orderBy(*(order or keep_order(df)))
+    survivor = F.first("doc_id").over(window)
+    tagged = (df.withColumn("_survivor", F.when(F.col(group_col).isNotNull(), survivor))
               .withColumn("_dup_of", F.when(F.col("_survivor") != F.col("doc_id"), F.col("_survivor")))
               .drop("_survivor")
               .persist(StorageLevel.MEMORY_AND_DISK))

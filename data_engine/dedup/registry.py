@@ -6,14 +6,13 @@ from collections.abc import Callable
 from typing import Any
 
 from data_engine.dedup.exact import dedup_exact
+from data_engine.dedup.url import dedup_url
 
-
-def _exact(df: Any, cfg: Any) -> Any:
-    return dedup_exact(df, cfg.exact)
-
-
-#: name → function(df, DedupConfig) -> StageResult. URL, near and line dedup slot in here.
-STAGES: dict[str, Callable[[Any, Any], Any]] = {"exact": _exact}
+#: name → function(df, DedupConfig) -> StageResult, each reading its own section of the config.
+STAGES: dict[str, Callable[[Any, Any], Any]] = {
+    "url": lambda df, cfg: dedup_url(df, cfg.url),
+    "exact": lambda df, cfg: dedup_exact(df, cfg.exact),
+}
 
 #: Every dedup stage name, including ones not built yet: a dedup run owns all their drops.
 ALL_DEDUP_STAGES: tuple[str, ...] = ("url", "exact", "near", "lines")
