@@ -200,13 +200,72 @@ class ExactDedupConfig:
 
 
 @dataclass(frozen=True)
+class NearDedupConfig:
+    threshold: float = 0.8
+    """Jaccard similarity (of shingle sets) at which two documents are near duplicates."""
+    bands: int = 20
+    """LSH bands. 20 × 6: P(candidate) 0.27 / 0.92 / 0.998 at Jaccard 0.5 / 0.7 / 0.8 — recall
+    first, since verification removes the false candidates (FineWeb's 14 × 8 gives 0.92 at 0.8)."""
+    rows: int = 6
+    """Rows (MinHash values) per band; permutations = bands × rows."""
+    seed: int = 1
+    """Seed of the MinHash permutations: same seed, same signatures, same result."""
+    word_ngram: int = 5
+    """Words per shingle for space-separated scripts (FineWeb, Sailor2: 5)."""
+    char_ngram: int = 5
+    """Characters per shingle for Thai, Lao, Khmer, Burmese and Chinese text."""
+    char_ngram_by_script: dict[str, int] = field(default_factory=dict)
+    """Per-script overrides of `char_ngram`: keys thai, lao, khmer, myanmar, han."""
+    verify: Literal["exact", "signature"] = "exact"
+    """Candidate check: exact Jaccard of the shingle sets, or the signatures' estimate (faster)."""
+    max_bucket_size: int = 100
+    """Larger LSH buckets link members to their smallest doc_id instead of forming all pairs."""
+
+    def __post_init__(self) -> None:
+        from data_engine.dedup.shingles import SCRIPTS
+
+        problems = []
+        if not 0 < self.threshold <= 1:
+            problems.append(f"near.threshold must be in (0, 1], got {self.threshold}")
+        for name in ("bands", "rows", "word_ngram", "char_ngram", "max_bucket_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"near.{name} must be at least 1, got {getattr(self, name)}")
+        unknown = sorted(set(self.char_ngram_by_script) - set(SCRIPTS[1:]))
+        if unknown:
+            problems.append(f"near.char_ngram_by_script: unknown script(s) {unknown}; known: {list(SCRIPTS[1:])}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class LineDedupConfig:
+    max_docs: int = 5
+    """A line found in more than this many documents of a bucket is removed (Sailor2: 5)."""
+    bucket_docs: int = 10_000_000
+    """Documents per bucket; lines are counted within a bucket (Sailor2: 10M)."""
+    min_chars: int = 50
+    """Documents shorter than this (characters, after removal) are dropped."""
+    top_lines: int = 20
+    """Most frequent removed lines kept per language in `line_drops`, for inspection."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_docs", "bucket_docs", "top_lines"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"lines.{name} must be at least 1, got {getattr(self, name)}")
+        if self.min_chars < 0:
+            raise ConfigError(f"lines.min_chars must be 0 or more, got {self.min_chars}")
+
+
+@dataclass(frozen=True)
 class DedupConfig:
     input_table: str = "docs_raw"
     """The table dedup reads (a pinned version of it)."""
-    stages: tuple[str, ...] = ("url", "exact")
+    stages: tuple[str, ...] = ("url", "exact", "near", "lines")
     """Stages in the order they run; each removes duplicates among what the previous kept."""
     url: UrlDedupConfig = field(default_factory=UrlDedupConfig)
     exact: ExactDedupConfig = field(default_factory=ExactDedupConfig)
+    near: NearDedupConfig = field(default_factory=NearDedupConfig)
+    lines: LineDedupConfig = field(default_factory=LineDedupConfig)
 
     def __post_init__(self) -> None:
         from data_engine.dedup.registry import STAGES

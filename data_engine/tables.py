@@ -8,6 +8,7 @@ DOCS_DEDUP = "docs_dedup"
 DOCS_SCORED = "docs_scored"
 DOCS_CURATED = "docs_curated"
 DROPS = "drops"
+LINE_DROPS = "line_drops"
 SHARD_MANIFEST = "shard_manifest"
 
 #: The order data flows through the lake; export reads the last one present.

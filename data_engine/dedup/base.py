@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 DROPS_COLUMNS = ("doc_id", "stage", "lang", "reason", "dup_of", "cluster_id", "detail")
@@ -19,7 +19,15 @@ class StageResult:
 
     kept: Any
     dropped: Any
-    tagged: Any  # the persisted frame both come from; `unpersist()` it after writing
+    tagged: Any  # the persisted frame both come from, with `lang` and a boolean `_drop`
+    metrics: dict[str, float] = field(default_factory=dict)  # stage-specific figures for MLflow
+    extra: dict[str, Any] = field(default_factory=dict)  # further tables the stage writes, by name
+    cached: list[Any] = field(default_factory=list)  # other persisted frames `release` frees
+
+    def release(self) -> None:
+        """Free what the stage persisted; call after its outputs are written."""
+        for frame in [self.tagged, *self.cached]:
+            frame.unpersist()
 
 
 def keep_order(df: Any) -> list[Any]:
@@ -49,10 +57,11 @@ def tag_duplicates(df: Any, group_col: str, *, stage: str, reason: str,
     survivor = F.first("doc_id").over(window)
     tagged = (df.withColumn("_survivor", F.when(F.col(group_col).isNotNull(), survivor))
               .withColumn("_dup_of", F.when(F.col("_survivor") != F.col("doc_id"), F.col("_survivor")))
+              .withColumn("_drop", F.col("_dup_of").isNotNull())
               .drop("_survivor")
               .persist(StorageLevel.MEMORY_AND_DISK))
-    kept = tagged.filter(F.col("_dup_of").isNull()).drop("_dup_of", group_col)
-    dropped = tagged.filter(F.col("_dup_of").isNotNull()).select(
+    kept = tagged.filter(~F.col("_drop")).drop("_dup_of", "_drop", group_col)
+    dropped = tagged.filter(F.col("_drop")).select(
         "doc_id", F.lit(stage).alias("stage"), "lang", F.lit(reason).alias("reason"),
         F.col("_dup_of").alias("dup_of"), F.col(group_col).cast("string").alias("cluster_id"),
         F.lit(None).cast("string").alias("detail"))

@@ -23,6 +23,7 @@ def dedup_job(spark: Any, lake_dir: str, cfg: DedupConfig = DedupConfig(), *,
                             f"{stage}.dropped": counts.dropped})
             for lang, c in counts.by_lang.items():
                 metrics.update({f"{stage}.{k}.{lang}": v for k, v in c.items()})
+            metrics.update({f"{stage}.{k}": v for k, v in counts.metrics.items()})
         run.log_metrics(metrics)
     return {"in": result.records, "kept": result.kept, "dropped": result.dropped, "quarantined": 0,
             "tables": result.tables, "tables_read": {result.input_table: result.input_version},

@@ -13,8 +13,12 @@ from typing import Any
 from data_engine import lake
 from data_engine.config import DedupConfig
 from data_engine.dedup.base import DROPS_COLUMNS
+from data_engine.dedup.lines import LINE_DROPS_SCHEMA
 from data_engine.dedup.registry import ALL_DEDUP_STAGES, STAGES
-from data_engine.tables import DOCS_DEDUP, DROPS
+from data_engine.tables import DOCS_DEDUP, DROPS, LINE_DROPS
+
+#: Tables besides docs_dedup and drops that a dedup run rewrites, with their schemas.
+OWNED_TABLES = {LINE_DROPS: LINE_DROPS_SCHEMA}
 
 
 @dataclass
@@ -23,6 +27,7 @@ class StageCounts:
     kept: int = 0
     dropped: int = 0
     by_lang: dict[str, dict[str, int]] = field(default_factory=dict)  # lang → {in, kept, dropped}
+    metrics: dict[str, float] = field(default_factory=dict)  # stage-specific (candidates, edges, …)
 
 
 @dataclass
@@ -40,7 +45,7 @@ def _count(tagged: Any) -> StageCounts:
     from pyspark.sql import functions as F
 
     counts = StageCounts()
-    rows = tagged.groupBy("lang", F.col("_dup_of").isNull().alias("kept")).count().collect()
+    rows = tagged.groupBy("lang", (~F.col("_drop")).alias("kept")).count().collect()
     for r in rows:
         lang = counts.by_lang.setdefault(r.lang, {"in": 0, "kept": 0, "dropped": 0})
         key = "kept" if r.kept else "dropped"
@@ -66,6 +71,7 @@ def dedup(spark: Any, lake_dir: str, cfg: DedupConfig = DedupConfig(), *,
             out = STAGES[name](df, cfg)
             stage_results.append(out)
             result.stages[name] = _count(out.tagged)
+            result.stages[name].metrics = dict(out.metrics)
             df = out.kept
         if stage_results:
             result.records = result.stages[cfg.stages[0]].input
@@ -85,9 +91,17 @@ def dedup(spark: Any, lake_dir: str, cfg: DedupConfig = DedupConfig(), *,
                                    sort_by=("doc_id",), base_version=base_drops, metadata=meta)
         result.tables[DROPS] = written.version
         result.dropped = sum(c.dropped for c in result.stages.values())
+        extras = {name: frame for out in stage_results for name, frame in out.extra.items()}
+        for name, schema in OWNED_TABLES.items():  # replaced each run, like the dedup drops
+            if name not in extras and not lake.exists(lake_dir, name):
+                continue
+            frame = extras.get(name, spark.createDataFrame([], schema))
+            written = lake.write_table(frame, lake_dir, name, mode="overwrite", partition_by=("kind",),
+                                       metadata=meta)
+            result.tables[name] = written.version
     finally:
         for out in stage_results:
-            out.tagged.unpersist()
+            out.release()
     if result.records != result.kept + result.dropped:  # pragma: no cover - a bug if it fires
         raise AssertionError(f"dedup counts do not reconcile: {result}")
     return result

@@ -11,6 +11,7 @@ from data_engine.dedup.normalize import normalize_text, text_hash
 from data_engine.dedup.run import dedup
 
 SCHEMA = "doc_id string, lang string, text string"
+EXACT_ONLY = DedupConfig(stages=("exact",))
 
 
 def test_normalisation_whitespace_nfc_and_invisible_breaks():
@@ -59,7 +60,7 @@ def test_runner_writes_docs_dedup_and_drops_and_reruns_identically(spark, lake_d
         [("tha", "ข่าววันนี้"), ("tha", "ข่าววันนี้ "), ("lao", "ສະບາຍດີ"), ("lao", "ສະບາຍດີ"),
          ("khm", "សួស្តី"), ("mya", "မင်္ဂလာပါ"), ("mya", "မင်္ဂလာပါ"), ("eng", "a b"), ("eng", "a  b")])]
     _raw_table(spark, lake_dir, rows)
-    first = dedup(spark, lake_dir, DedupConfig())
+    first = dedup(spark, lake_dir, EXACT_ONLY)
     assert (first.records, first.kept, first.dropped) == (9, 5, 4)
     assert first.stages["exact"].by_lang["mya"] == {"in": 2, "kept": 1, "dropped": 1}
     kept_1 = sorted(r["doc_id"] for r in lake.read_arrow(lake_dir, "docs_dedup").to_pylist())
@@ -67,7 +68,7 @@ def test_runner_writes_docs_dedup_and_drops_and_reruns_identically(spark, lake_d
     assert len(kept_1) == 5 and len(drops_1) == 4
     assert set(kept_1).isdisjoint(d for d, _ in drops_1) and {d for _, d in drops_1} <= set(kept_1)
 
-    second = dedup(spark, lake_dir, DedupConfig())
+    second = dedup(spark, lake_dir, EXACT_ONLY)
     assert second.tables == {"docs_dedup": first.tables["docs_dedup"] + 1, "drops": first.tables["drops"] + 1}
     assert sorted(r["doc_id"] for r in lake.read_arrow(lake_dir, "docs_dedup").to_pylist()) == kept_1
     # drops were replaced, not appended to
@@ -77,7 +78,7 @@ def test_runner_writes_docs_dedup_and_drops_and_reruns_identically(spark, lake_d
 def test_runner_reads_the_pinned_input_version(spark, lake_dir):
     _raw_table(spark, lake_dir, [("a", "eng", "x"), ("b", "eng", "x")])
     lake.write_table(spark.createDataFrame([("c", "eng", "x")], SCHEMA), lake_dir, "docs_raw", mode="append")
-    old = dedup(spark, lake_dir, DedupConfig(), input_version=0)
+    old = dedup(spark, lake_dir, EXACT_ONLY, input_version=0)
     assert (old.input_version, old.records, old.kept) == (0, 2, 1)
-    new = dedup(spark, lake_dir, DedupConfig())
+    new = dedup(spark, lake_dir, EXACT_ONLY)
     assert (new.input_version, new.records, new.kept) == (1, 3, 1)
