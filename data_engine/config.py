@@ -243,8 +243,9 @@ class LineDedupConfig:
     """A line found in more than this many documents of a bucket is removed (Sailor2: 5)."""
     bucket_docs: int = 10_000_000
     """Documents per bucket; lines are counted within a bucket (Sailor2: 10M)."""
-    min_chars: int = 50
-    """Documents shorter than this (characters, after removal) are dropped."""
+    min_units: int = 10
+    """Documents left shorter than this are dropped; units are words, or characters for text
+    written without spaces (Thai, Lao, Khmer, Burmese, Chinese)."""
     top_lines: int = 20
     """Most frequent removed lines kept per language in `line_drops`, for inspection."""
 
@@ -252,8 +253,8 @@ class LineDedupConfig:
         for name in ("max_docs", "bucket_docs", "top_lines"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"lines.{name} must be at least 1, got {getattr(self, name)}")
-        if self.min_chars < 0:
-            raise ConfigError(f"lines.min_chars must be 0 or more, got {self.min_chars}")
+        if self.min_units < 0:
+            raise ConfigError(f"lines.min_units must be 0 or more, got {self.min_units}")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ navigation, cookie notices, share buttons, copyright footers). Here:
    crawl costs one shuffled row per map task, never one task holding all its documents;
 3. lines counted in more than `max_docs` documents are removed from every document of their
    bucket (the set of frequent line hashes is broadcast, so no document text is shuffled);
-4. documents left empty or shorter than `min_chars` are dropped (`drops`, with the reason);
+4. documents left empty or shorter than `min_units` (words, or characters for text written
+   without spaces) are dropped (`drops`, with the reason);
    `line_drops` gets per-document removed line and character counts (`kind = 'doc'`) and the
    most frequent removed lines per language with an example of their text (`kind = 'top_line'`).
 """
@@ -57,11 +58,14 @@ def _line_partitions(batches: Iterator[Any]) -> Iterator[Any]:
                 buckets.append(bucket)
                 langs.append(lang)
                 keys.append(key)
-        yield pd.DataFrame({"doc_id": docs, "bucket": buckets, "lang": langs, "line_hash": keys})
+        if keys:  # an empty object-typed frame does not convert to the declared Arrow schema
+            yield pd.DataFrame({"doc_id": docs, "bucket": buckets, "lang": langs, "line_hash": keys})
 
 
 def _removal_partitions(frequent: Any, cfg: LineDedupConfig, columns: list[str]) -> Any:
     def remove(batches: Iterator[Any]) -> Iterator[Any]:
+        from data_engine.dedup.shingles import text_units
+
         hot = frequent.value  # {bucket: set of line hashes}
         for pdf in batches:
             texts, stats = [], []
@@ -71,16 +75,17 @@ def _removal_partitions(frequent: Any, cfg: LineDedupConfig, columns: list[str])
                 kept = [ln for ln in lines if not ln.strip() or line_key(ln) not in lines_hot]
                 new = "\n".join(kept).strip("\n")
                 texts.append(new)
-                stripped = new.strip()
-                reason = REASON_EMPTY if not stripped else REASON_SHORT if len(stripped) < cfg.min_chars else None
-                stats.append((len(lines), len(lines) - len(kept), len(text), len(text) - len(new), reason))
+                stats.append((len(lines), len(lines) - len(kept), len(text), len(text) - len(new)))
+            units = text_units(texts)
+            reasons = [REASON_EMPTY if not t.strip() else REASON_SHORT if n < cfg.min_units else None
+                       for t, n in zip(texts, units, strict=True)]
             out = pdf[columns].copy()
             out["text"] = texts
             out["_lines_before"] = [s[0] for s in stats]
             out["_lines_removed"] = [s[1] for s in stats]
             out["_chars_before"] = [s[2] for s in stats]
             out["_chars_removed"] = [s[3] for s in stats]
-            out["_reason"] = [s[4] for s in stats]
+            out["_reason"] = reasons
             yield out
 
     return remove
@@ -99,7 +104,8 @@ def _example_partitions(top: Any) -> Any:
                         key = line_key(line)
                         if key in wanted and key not in found:
                             found[key] = normalize_text(line)
-            yield pd.DataFrame({"line_hash": list(found), "line": list(found.values())})
+            if found:
+                yield pd.DataFrame({"line_hash": list(found), "line": list(found.values())})
 
     return examples
 

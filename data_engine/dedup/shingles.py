@@ -121,6 +121,37 @@ def _whole_hash(values: np.ndarray) -> np.uint64:
     return h
 
 
+def _script_profile(cp: np.ndarray, starts: np.ndarray,
+                    n_docs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per document: letter count, spaceless-script letter count, dominant spaceless script, and
+    the document index of every code point."""
+    word_tab, script_tab = _tables()
+    idx = np.minimum(cp, _TABLE_SIZE - 1)
+    script = script_tab[idx]
+    doc_of = np.repeat(np.arange(n_docs, dtype=np.int64), np.diff(starts))
+    letters = np.bincount(doc_of[word_tab[idx]], minlength=n_docs)
+    per_script = np.zeros((n_docs, len(SCRIPTS)), dtype=np.int64)
+    np.add.at(per_script, (doc_of, script), 1)
+    spaceless = per_script[:, 1:].sum(axis=1)
+    dominant = np.where(spaceless > 0, per_script[:, 1:].argmax(axis=1) + 1, 0)
+    return letters, spaceless, dominant, doc_of
+
+
+def written_without_spaces(texts: Sequence[str]) -> np.ndarray:
+    """True for texts whose letters are mostly Thai, Lao, Khmer, Burmese or Chinese."""
+    cp, starts = _codepoints(texts)
+    letters, spaceless, _, _ = _script_profile(cp, starts, len(texts))
+    return (spaceless * 2 >= np.maximum(letters, 1)) & (letters > 0)
+
+
+def text_units(texts: Sequence[str]) -> np.ndarray:
+    """Length in script-aware units: characters (spaces excluded) for text written without
+    spaces, whitespace-separated words otherwise."""
+    spaceless = written_without_spaces(texts)
+    return np.array([len("".join(t.split())) if s else len(t.split()) for t, s in zip(texts, spaceless, strict=True)],
+                    dtype=np.int64)
+
+
 def shingle_hashes(texts: Sequence[str], langs: Sequence[str | None] | None = None,
                    spec: ShingleSpec = ShingleSpec()) -> tuple[np.ndarray, np.ndarray]:
     """(hashes uint64, doc index) of every shingle of every text, sorted by doc index.
@@ -128,18 +159,11 @@ def shingle_hashes(texts: Sequence[str], langs: Sequence[str | None] | None = No
     Every text gets at least one shingle: a text shorter than one n-gram is one shingle of its
     whole content (so two different short texts never collide on a shared sentinel).
     """
-    word_tab, script_tab = _tables()
+    word_tab, _ = _tables()
     cp, starts = _codepoints(texts)
     n_docs = len(texts)
-    idx = np.minimum(cp, _TABLE_SIZE - 1)
-    is_word = word_tab[idx]
-    script = script_tab[idx]
-    doc_of = np.repeat(np.arange(n_docs, dtype=np.int64), np.diff(starts))
-    letters = np.bincount(doc_of[is_word], minlength=n_docs)
-    per_script = np.zeros((n_docs, len(SCRIPTS)), dtype=np.int64)
-    np.add.at(per_script, (doc_of, script), 1)
-    spaceless = per_script[:, 1:].sum(axis=1)
-    dominant = np.where(spaceless > 0, per_script[:, 1:].argmax(axis=1) + 1, 0)
+    is_word = word_tab[np.minimum(cp, _TABLE_SIZE - 1)]
+    letters, spaceless, dominant, doc_of = _script_profile(cp, starts, n_docs)
     char_mode = spaceless * 2 >= np.maximum(letters, 1)
     char_mode &= letters > 0
     for i in np.flatnonzero(letters == 0):  # no letters at all: the label decides

@@ -106,8 +106,9 @@ def _tokenize_partitions(parts_dir: str, tokenizer: str, eod_id: int, dtype: str
         for lang, n in skipped.items():
             rows.append({"lang": lang, "part": ctx.partitionId(), "bin_path": "", "lengths_path": "",
                          "docs": 0, "tokens": 0, "dropped": n})
-        yield pd.DataFrame(rows, columns=["lang", "part", "bin_path", "lengths_path", "docs",
-                                          "tokens", "dropped"])
+        if rows:  # an empty object-typed frame does not convert to the declared Arrow schema
+            yield pd.DataFrame(rows, columns=["lang", "part", "bin_path", "lengths_path", "docs",
+                                              "tokens", "dropped"])
 
     return tokenize
 
