@@ -92,8 +92,10 @@ class NearStats:
 def candidate_pairs(signed: Any, max_bucket_size: int) -> tuple[Any, int]:
     """(a, b) pairs with a < b sharing at least one LSH band key, and the largest bucket size.
 
-    Buckets up to `max_bucket_size` give all their pairs; a larger bucket links each member to its
-    smallest doc_id only (a star keeps it connected with a linear number of pairs).
+    Bucket sizes come first (a count, pre-aggregated on the map side). Buckets up to
+    `max_bucket_size` collect their members and give all pairs; a larger bucket only links each
+    member to its smallest doc_id — a star keeps it connected with a linear number of pairs, and no
+    task ever holds a giant bucket's member list.
     """
     from pyspark.sql import functions as F
 
@@ -103,10 +105,11 @@ def candidate_pairs(signed: Any, max_bucket_size: int) -> tuple[Any, int]:
              .where(F.col("size") > 1))
     largest = sizes.agg(F.max("size")).collect()[0][0] or 0
     members = buckets.join(sizes, ["band", "key"])
-    small = members.where(F.col("size") <= max_bucket_size).select("band", "key", "doc_id")
-    pairs_small = (small.alias("x").join(small.alias("y"), ["band", "key"])
-                   .where(F.col("x.doc_id") < F.col("y.doc_id"))
-                   .select(F.col("x.doc_id").alias("a"), F.col("y.doc_id").alias("b")))
+    all_pairs = F.expr("flatten(transform(docs, (x, i) -> "
+                       "transform(slice(docs, i + 2, size(docs)), y -> named_struct('a', x, 'b', y))))")
+    pairs_small = (members.where(F.col("size") <= max_bucket_size)
+                   .groupBy("band", "key").agg(F.sort_array(F.collect_list("doc_id")).alias("docs"))
+                   .select(F.explode(all_pairs).alias("p")).select("p.a", "p.b"))
     pairs_big = (members.where((F.col("size") > max_bucket_size) & (F.col("doc_id") != F.col("leader")))
                  .select(F.col("leader").alias("a"), F.col("doc_id").alias("b")))
     return pairs_small.unionByName(pairs_big).distinct(), int(largest)

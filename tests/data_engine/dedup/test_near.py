@@ -110,3 +110,15 @@ def test_labelled_set_pair_f1_meets_the_targets(spark, cfg):
         scores = pair_scores({k: v for k, v in predicted.items() if k in ids},
                              {k: v for k, v in truth.items() if k in ids})
         assert scores.f1 >= 0.9, (lang, scores)
+
+
+def test_oversized_buckets_become_stars_not_quadratic_pair_sets(spark):
+    from data_engine.dedup.near import candidate_pairs
+
+    rows = [(f"d{i}", [7, i]) for i in range(6)] + [("x", [8, 100]), ("y", [8, 101])]
+    signed = spark.createDataFrame(rows, "doc_id string, bands array<bigint>")
+    capped, largest = candidate_pairs(signed, max_bucket_size=3)
+    assert largest == 6
+    assert sorted(tuple(r) for r in capped.collect()) == [("d0", f"d{i}") for i in range(1, 6)] + [("x", "y")]
+    full, _ = candidate_pairs(signed, max_bucket_size=10)
+    assert full.count() == 15 + 1
