@@ -11,7 +11,7 @@ CLUSTER_DIR := .cluster
 # The CPU build of torch 2.13.0 lies on disk on our machines; elsewhere PyTorch's CPU index has it.
 TORCH_SOURCE := $(if $(wildcard /opt/wheels/torch-*.whl),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
 
-.PHONY: venv demo test ui cluster-up cluster-down lint clean
+.PHONY: venv demo test ui cluster-up cluster-down lint clean bench-dedup
 
 venv: $(STAMP)
 
@@ -44,9 +44,18 @@ cluster-up: venv
 cluster-down:
 	$(BIN)/python -m data_engine.cluster down --dir $(CLUSTER_DIR)
 
+# Near-dedup benchmark against datatrove and text-dedup (their own venv: they need numpy 2).
+PEERS := bench/.venv-peers
+$(PEERS)/.installed:
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install --quiet "datatrove[processing]==0.10.1" text-dedup==0.4.0 spacy orjson psutil
+	touch $@
+
+bench-dedup: venv $(PEERS)/.installed
+	$(BIN)/python bench/dedup.py --peers-python $(PEERS)/bin/python
+
 lint: venv
-	$(BIN)/uv pip install --python $(BIN)/python --quiet ruff
-	$(BIN)/ruff check data_engine jobs trainer eval tests
+	$(BIN)/ruff check data_engine jobs trainer eval tests bench
 
 clean:
 	rm -rf $(WORK) $(CLUSTER_DIR) .pytest_cache
