@@ -95,7 +95,8 @@ TEXTDEDUP_RUN = textwrap.dedent("""
     corpus, work, out, bands, rows, workers = sys.argv[1:7]
     table = pq.read_table(corpus)
     ids = table.column("doc_id").to_pylist()
-    Dataset.from_dict({"text": table.column("text").to_pylist(), "row": list(range(len(ids)))}).save_to_disk(work + "/in")
+    rows_ = list(range(len(ids)))
+    Dataset.from_dict({"text": table.column("text").to_pylist(), "row": rows_}).save_to_disk(work + "/in")
     subprocess.run([sys.executable, "-m", "text_dedup.minhash", "--path", work + "/in", "--local",
                     "--output", work + "/out", "--column", "text", "--idx_column", "row",
                     "--cache_dir", work + "/cache", "--ngram", "5", "--num_perm", str(int(bands) * int(rows)),

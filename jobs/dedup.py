@@ -29,9 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> dict:
         from data_engine.config import DedupConfig, section
         from data_engine.dedup.job import dedup_job
-        from data_engine.spark import get_spark
-
         from data_engine.dedup.near import scurve
+        from data_engine.spark import get_spark
 
         cfg = section(args.config, "dedup", DedupConfig)
         if args.stages:
