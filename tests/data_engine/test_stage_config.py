@@ -10,7 +10,8 @@ from data_engine.errors import ConfigError
 
 def test_demo_yaml_loads_and_defaults_run(tmp_path):
     cfg = PipelineConfig.from_yaml("configs/demo.yaml")
-    assert cfg.dedup.stages == ("exact",) and cfg.export.tokenizer == "qwen2.5"
+    assert cfg.dedup.stages == ("url", "exact", "near", "lines") and cfg.export.tokenizer == "qwen2.5"
+    assert cfg.dedup.near.bands * cfg.dedup.near.rows == 120
     assert PipelineConfig() == from_dict(PipelineConfig, {})
 
 
@@ -28,8 +29,9 @@ def test_all_problems_are_reported_with_their_keys():
 def test_a_section_of_a_pipeline_yaml_or_the_section_alone(tmp_path):
     whole = tmp_path / "pipeline.yaml"
     whole.write_text("dedup:\n  stages: [exact]\n  exact: {lowercase: true}\n")
+    alone_text = "stages: [exact]\nexact: {lowercase: true}\n"
     alone = tmp_path / "dedup.yaml"
-    alone.write_text("exact: {lowercase: true}\n")
+    alone.write_text(alone_text)
     assert section(whole, "dedup", DedupConfig) == section(alone, "dedup", DedupConfig)
     assert section(alone, "dedup", DedupConfig).exact.lowercase is True
     with pytest.raises(ConfigError, match="does not exist"):
