@@ -11,14 +11,15 @@ CLUSTER_DIR := .cluster
 # The CPU build of torch 2.13.0 lies on disk on our machines; elsewhere PyTorch's CPU index has it.
 TORCH_SOURCE := $(if $(wildcard /opt/wheels/torch-*.whl),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
 
-.PHONY: venv demo test ui cluster-up cluster-down lint clean bench-dedup
+.PHONY: venv demo test ui cluster-up cluster-down lint clean bench-dedup lock
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml requirements.lock scripts/spark-tool-wrapper
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode $(TORCH_SOURCE) -r requirements.lock
+	# The lock is the whole set: install exactly it (--no-deps), nothing resolved again.
+	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode --no-deps $(TORCH_SOURCE) -r requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	spark_home=$$($(BIN)/python -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))'); \
 	for tool in spark-submit spark-class pyspark; do \
@@ -26,6 +27,12 @@ $(STAMP): pyproject.toml requirements.lock scripts/spark-tool-wrapper
 	      -e "s|@SPARK_CONF_DIR@|$(CURDIR)/data_engine/resources/spark|g" \
 	      scripts/spark-tool-wrapper > $(BIN)/$$tool; chmod +x $(BIN)/$$tool; done
 	touch $@
+
+# Re-resolve requirements.lock after changing pyproject.toml (NeMo's known-good set as constraints).
+lock:
+	$(BIN)/uv pip compile pyproject.toml --extra data --extra train --extra dev \
+	  -c constraints/nemo-cpu.txt --override constraints/overrides.txt --python-version 3.11.7 \
+	  $(TORCH_SOURCE) --no-header --no-annotate -o requirements.lock
 
 demo: venv
 	$(BIN)/sailyard demo --config configs/demo.yaml --work-dir $(WORK)
