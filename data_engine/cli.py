@@ -13,7 +13,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("jobs.pipeline", "run the whole pipeline on the bundled sample corpus"),
     "ingest": ("jobs.ingest", "raw JSONL/Parquet → docs_raw + quarantine"),
-    "dedup": ("jobs.dedup", "docs_raw → docs_dedup + drops"),
+    "clean": ("jobs.clean", "docs_raw → docs_clean + drops: normalisation, heuristics, LID"),
+    "dedup": ("jobs.dedup", "docs_clean → docs_dedup + drops, line_drops"),
     "export-shards": ("jobs.export_shards", "a table → Megatron shards + shard_manifest"),
     "train": ("trainer.pretrain", "NeMo pretraining on exported shards"),
     "report": ("jobs.report", "per-stage, per-language counts of a lake"),

@@ -84,6 +84,16 @@ def _open(lake: str | Path, name: str, version: int | None = None) -> Any:
         raise TableNotFoundError(f"table '{name}' has no version {version}: {exc}") from exc
 
 
+def first_existing(lake: str | Path, names: Sequence[str], *, purpose: str) -> str:
+    """The first of `names` that exists in the lake: a job's default input is the most curated
+    table available."""
+    for name in names:
+        if exists(lake, name):
+            return name
+    raise TableNotFoundError(f"nothing to {purpose} in lake {Path(lake).resolve()}: none of "
+                             f"{', '.join(names)} exists; run the job that writes one of them first")
+
+
 def history(lake: str | Path, name: str, limit: int | None = None) -> list[dict[str, Any]]:
     return _open(lake, name).history(limit)
 

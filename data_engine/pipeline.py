@@ -1,4 +1,4 @@
-"""The whole path on one machine: sample corpus → lake → dedup → shards → tiny NeMo run.
+"""The whole path on one machine: sample corpus → lake → clean → dedup → shards → tiny NeMo run.
 
 One parent MLflow run holds a child run per job. The data jobs share this process's Spark session;
 training runs as `python -m trainer.pretrain` in a child process (NeMo wants its own `__main__`),
@@ -37,6 +37,7 @@ class PipelinePaths:
 
 def run_pipeline(cfg: PipelineConfig, *, train: bool = True, log: Any = print) -> dict[str, Any]:
     """Run every stage; returns the summary (job summaries, paths, the count table)."""
+    from data_engine.clean.job import clean_job
     from data_engine.dedup.job import dedup_job
     from data_engine.export.job import export_job
     from data_engine.ingest.job import ingest_job
@@ -53,24 +54,26 @@ def run_pipeline(cfg: PipelineConfig, *, train: bool = True, log: Any = print) -
                             params=to_dict(cfg)) as parent:
         os.environ[tracking.PARENT_ENV] = parent.run_id
         try:
-            log(f"[1/5] sample corpus → {paths.sample}")
+            log(f"[1/6] sample corpus → {paths.sample}")
             stats = build_sample(paths.sample, docs_per_lang=cfg.sample_docs_per_lang)
             parent.log_dict(dataclasses.asdict(stats), "sample_stats.json")
             spark = get_spark("sailyard-pipeline")
-            log("[2/5] ingest")
+            log("[2/6] ingest")
             summary["jobs"]["ingest"] = ingest_job(spark, str(paths.lake), [str(paths.sample)],
                                                    source="sample", cfg=cfg.ingest)
-            log("[3/5] dedup: " + ", ".join(cfg.dedup.stages))
+            log("[3/6] clean: normalisation, heuristic rules, language identification")
+            summary["jobs"]["clean"] = clean_job(spark, str(paths.lake), cfg.clean)
+            log("[4/6] dedup: " + ", ".join(cfg.dedup.stages))
             summary["jobs"]["dedup"] = dedup_job(spark, str(paths.lake), cfg.dedup)
-            log(f"[4/5] export shards → {paths.shards / cfg.stage}")
+            log(f"[5/6] export shards → {paths.shards / cfg.stage}")
             summary["jobs"]["export_shards"] = export_job(spark, str(paths.lake), str(paths.shards),
                                                           cfg.stage, cfg.export)
             if train:
-                log("[5/5] tiny NeMo pretraining")
+                log("[6/6] tiny NeMo pretraining")
                 digest = summary["jobs"]["export_shards"]["shard_manifest_digest"]
                 summary["jobs"]["train"] = run_training(cfg, paths, digest)
             else:
-                log("[5/5] training skipped")
+                log("[6/6] training skipped")
             report = lake_report(spark, str(paths.lake), stage=cfg.stage)
             summary["report"] = format_report(report)
             parent.log_text(summary["report"], "count_table.txt")

@@ -12,7 +12,7 @@ from typing import Any
 from data_engine import lake
 from data_engine.dedup.registry import ALL_DEDUP_STAGES
 from data_engine.langs import LANGS
-from data_engine.tables import DOCS_DEDUP, DOCS_RAW, DROPS, QUARANTINE, SHARD_MANIFEST
+from data_engine.tables import DOCS_CLEAN, DOCS_DEDUP, DOCS_RAW, DROPS, QUARANTINE, SHARD_MANIFEST
 
 
 @dataclass
@@ -49,14 +49,25 @@ def lake_report(spark: Any, lake_dir: str, *, stage: str | None = None) -> LakeR
         report.versions[QUARANTINE] = table.version
         code = F.split("reason", ":").getItem(0).alias("code")
         report.quarantined = {r.code: r["count"] for r in table.df.groupBy(code).count().collect()}
+    drops: list[Any] = []
     if lake.exists(lake_dir, DROPS):
         table = lake.read_table(spark, lake_dir, DROPS)
         report.versions[DROPS] = table.version
-        counts = table.df.groupBy("stage", "lang").count().collect()
-        for name in ALL_DEDUP_STAGES:
-            per_lang = {r.lang: r["count"] for r in counts if r.stage == name}
+        drops = table.df.groupBy("stage", "lang").count().collect()
+
+    def add_drops(stages: tuple[str, ...]) -> None:
+        for name in stages:
+            per_lang = {r.lang: r["count"] for r in drops if r.stage == name}
             if per_lang:
                 add(f"-{name}", per_lang)
+
+    add_drops(("clean", "lid"))
+    for name in (DOCS_CLEAN,):
+        if lake.exists(lake_dir, name):
+            table = lake.read_table(spark, lake_dir, name)
+            report.versions[name] = table.version
+            add(name, _by_lang(table.df))
+    add_drops(ALL_DEDUP_STAGES)
     if lake.exists(lake_dir, DOCS_DEDUP):
         table = lake.read_table(spark, lake_dir, DOCS_DEDUP)
         report.versions[DOCS_DEDUP] = table.version

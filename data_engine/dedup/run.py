@@ -15,7 +15,7 @@ from data_engine.config import DedupConfig
 from data_engine.dedup.base import DROPS_COLUMNS
 from data_engine.dedup.lines import LINE_DROPS_SCHEMA
 from data_engine.dedup.registry import ALL_DEDUP_STAGES, STAGES
-from data_engine.tables import DOCS_DEDUP, DROPS, LINE_DROPS
+from data_engine.tables import DOCS_CLEAN, DOCS_DEDUP, DOCS_RAW, DROPS, LINE_DROPS
 
 #: Tables besides docs_dedup and drops that a dedup run rewrites, with their schemas.
 OWNED_TABLES = {LINE_DROPS: LINE_DROPS_SCHEMA}
@@ -58,12 +58,13 @@ def _count(tagged: Any) -> StageCounts:
 
 def dedup(spark: Any, lake_dir: str, cfg: DedupConfig = DedupConfig(), *,
           input_version: int | None = None, run: Any = None) -> DedupResult:
-    source = lake.read_table(spark, lake_dir, cfg.input_table, version=input_version)
+    table = cfg.input_table or lake.first_existing(lake_dir, (DOCS_CLEAN, DOCS_RAW), purpose="dedup")
+    source = lake.read_table(spark, lake_dir, table, version=input_version)
     if run is not None:
         run.table_read(source.name, source.path, source.version)
     base_dedup = lake.table_version(lake_dir, DOCS_DEDUP)
     base_drops = lake.table_version(lake_dir, DROPS)
-    result = DedupResult(cfg.input_table, source.version)
+    result = DedupResult(table, source.version)
     df = source.df
     stage_results = []
     try:
@@ -77,7 +78,7 @@ def dedup(spark: Any, lake_dir: str, cfg: DedupConfig = DedupConfig(), *,
             result.records = result.stages[cfg.stages[0]].input
         else:
             result.records = df.count()
-        meta = {"job": "dedup", "input": f"{cfg.input_table}@v{source.version}",
+        meta = {"job": "dedup", "input": f"{table}@v{source.version}",
                 "stages": ",".join(cfg.stages), "mlflow_run_id": getattr(run, "run_id", "")}
         written = lake.write_table(df, lake_dir, DOCS_DEDUP, mode="overwrite", sort_by=("doc_id",),
                                    base_version=base_dedup, metadata=meta)

@@ -137,11 +137,18 @@ def _script_profile(cp: np.ndarray, starts: np.ndarray,
     return letters, spaceless, dominant, doc_of
 
 
+def dominant_spaceless_script(texts: Sequence[str]) -> np.ndarray:
+    """Per text: the index in SCRIPTS of its dominant spaceless script when most of its letters are
+    Thai, Lao, Khmer, Burmese or Chinese, else 0."""
+    cp, starts = _codepoints(texts)
+    letters, spaceless, dominant, _ = _script_profile(cp, starts, len(texts))
+    mostly = (spaceless * 2 >= np.maximum(letters, 1)) & (letters > 0)
+    return np.where(mostly, dominant, 0)
+
+
 def written_without_spaces(texts: Sequence[str]) -> np.ndarray:
     """True for texts whose letters are mostly Thai, Lao, Khmer, Burmese or Chinese."""
-    cp, starts = _codepoints(texts)
-    letters, spaceless, _, _ = _script_profile(cp, starts, len(texts))
-    return (spaceless * 2 >= np.maximum(letters, 1)) & (letters > 0)
+    return dominant_spaceless_script(texts) > 0
 
 
 def text_units(texts: Sequence[str]) -> np.ndarray:

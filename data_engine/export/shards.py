@@ -21,7 +21,7 @@ from typing import Any
 
 from data_engine import lake
 from data_engine.config import ExportConfig
-from data_engine.errors import ConfigError, TableNotFoundError
+from data_engine.errors import ConfigError
 from data_engine.export.indexed_dataset import merge_parts, token_dtype
 from data_engine.langs import UNKNOWN
 from data_engine.tables import DOCS_CURATED, DOCS_DEDUP, SHARD_MANIFEST
@@ -49,14 +49,6 @@ class ExportResult:
     shards: dict[str, dict[str, Any]] = field(default_factory=dict)
     tables: dict[str, int] = field(default_factory=dict)
     manifest_digest: str = ""
-
-
-def default_source_table(lake_dir: str) -> str:
-    for name in (DOCS_CURATED, DOCS_DEDUP):
-        if lake.exists(lake_dir, name):
-            return name
-    raise TableNotFoundError(f"nothing to export in lake {lake_dir}: neither {DOCS_CURATED} nor "
-                             f"{DOCS_DEDUP} exists; run dedup first (or pass --table)")
 
 
 def _tokenize_partitions(parts_dir: str, tokenizer: str, eod_id: int, dtype: str,
@@ -121,7 +113,7 @@ def export_shards(spark: Any, lake_dir: str, out_dir: str, stage: str,
     if not stage or "/" in stage or stage.startswith("."):
         raise ConfigError(f"--stage must be a plain name such as 'stage1', got {stage!r}")
     tok = identity(cfg.tokenizer, cfg.eod_id)
-    table = cfg.input_table or default_source_table(lake_dir)
+    table = cfg.input_table or lake.first_existing(lake_dir, (DOCS_CURATED, DOCS_DEDUP), purpose="export")
     source = lake.read_table(spark, lake_dir, table, version=input_version)
     if run is not None:
         run.table_read(source.name, source.path, source.version)

@@ -94,7 +94,7 @@ def test_index_writer_matches_megatron_builder(tmp_path):
 
 
 def test_clear_errors(spark, lake_dir, tmp_path):
-    with pytest.raises(TableNotFoundError, match="run dedup first"):
+    with pytest.raises(TableNotFoundError, match="none of docs_curated, docs_dedup exists"):
         export_shards(spark, lake_dir, str(tmp_path), "stage1")
     with pytest.raises(ConfigError, match="plain name"):
         export_shards(spark, lake_dir, str(tmp_path), "../escape")

@@ -1,0 +1,1 @@
+"""Cleaning: Unicode/whitespace normalisation, heuristic rules per language, language identification."""

@@ -1,0 +1,131 @@
+"""The cleaning stage: docs_raw (pinned version) → docs_clean, rejects to drops.
+
+One Python pass per Arrow batch normalises the text (`normalize.py`), measures it (`stats.py`) and
+identifies its language (`lid.py`); the thresholds are then applied in Spark SQL (`rules.py`) by
+joining each document with its language's thresholds. The run owns the `clean` and `lid`
+partitions of `drops` and replaces them, so a re-run gives the same tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from data_engine import lake
+from data_engine.clean.rules import first_failure, thresholds_frame, with_thresholds
+from data_engine.clean.stats import STAT_NAMES
+from data_engine.config import CleanConfig
+from data_engine.dedup.base import DROPS_COLUMNS
+from data_engine.langs import LANGS, UNKNOWN
+from data_engine.tables import DOCS_CLEAN, DROPS
+
+CLEAN_STAGES = ("clean", "lid")
+REASON_EMPTY = "empty_after_cleaning"
+LID_COLUMNS = ("lang_given", "lang_pred", "lid_score")
+
+
+@dataclass
+class CleanResult:
+    input_table: str
+    input_version: int
+    records: int = 0
+    kept: int = 0
+    dropped: int = 0
+    by_lang: dict[str, dict[str, int]] = field(default_factory=dict)  # lang → {in, kept, dropped}
+    by_reason: dict[str, int] = field(default_factory=dict)
+    relabelled: int = 0
+    tables: dict[str, int] = field(default_factory=dict)
+
+
+def _prepare_partitions(cfg: CleanConfig, columns: list[str]) -> Any:
+    def prepare(batches: Iterator[Any]) -> Iterator[Any]:
+        from data_engine.clean.lid import decide, predict
+        from data_engine.clean.normalize import clean_text
+        from data_engine.clean.stats import batch_stats
+
+        for pdf in batches:
+            if pdf.empty:
+                continue
+            texts = [clean_text(t) for t in pdf["text"]]
+            stats = batch_stats(texts)
+            given = [g if g else UNKNOWN for g in pdf["lang"]]
+            preds = predict(texts, cfg.lid) if cfg.lid.enabled else [(UNKNOWN, 0.0)] * len(texts)
+            decisions = [decide(g, p, s, cfg.lid) if cfg.lid.enabled else None
+                         for g, (p, s) in zip(given, preds, strict=True)]
+            out = pdf[columns].copy()
+            out["text"] = texts
+            out["lang"] = [d.lang if d else g for d, g in zip(decisions, given, strict=True)]
+            out["lang_given"] = given
+            out["lang_pred"] = [p for p, _ in preds]
+            out["lid_score"] = [s for _, s in preds]
+            out["_lid_reason"] = [d.reason if d else None for d in decisions]
+            for name in STAT_NAMES:
+                out[f"_s_{name}"] = [float(s[name]) for s in stats]
+            yield out
+
+    return prepare
+
+
+def clean(spark: Any, lake_dir: str, cfg: CleanConfig = CleanConfig(), *, input_version: int | None = None,
+          run: Any = None) -> CleanResult:
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    source = lake.read_table(spark, lake_dir, cfg.input_table, version=input_version)
+    if run is not None:
+        run.table_read(source.name, source.path, source.version)
+    base_clean = lake.table_version(lake_dir, DOCS_CLEAN)
+    base_drops = lake.table_version(lake_dir, DROPS)
+    df = source.df
+    columns = [c for c in df.columns if c not in LID_COLUMNS]
+    schema = (", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in df.schema.fields if f.name in columns)
+              + ", lang_given string, lang_pred string, lid_score double, _lid_reason string, "
+              + ", ".join(f"_s_{n} double" for n in STAT_NAMES))
+    prepared = df.select(*columns).mapInPandas(_prepare_partitions(cfg, columns), schema)
+    checked = with_thresholds(prepared, thresholds_frame(spark, cfg, LANGS))
+    heuristic, heuristic_detail = first_failure()
+    empty = F.length(F.trim("text")) == 0
+    reason = F.when(empty, F.lit(REASON_EMPTY)).when(F.col("_lid_reason").isNotNull(), F.col("_lid_reason")) \
+        .otherwise(heuristic)
+    detail = F.when(empty, F.lit(None)).when(
+        F.col("_lid_reason").isNotNull(),
+        F.format_string("given %s, predicted %s (%.3f)", "lang_given", "lang_pred", "lid_score")
+    ).otherwise(heuristic_detail)
+    tagged = (checked.withColumn("_reason", reason).withColumn("_detail", detail)
+              .withColumn("_drop", F.col("_reason").isNotNull())
+              .persist(StorageLevel.MEMORY_AND_DISK))
+    result = CleanResult(cfg.input_table, source.version)
+    try:
+        for r in tagged.groupBy("lang", "_reason", (F.col("lang") != F.col("lang_given")).alias("relabelled")) \
+                .count().collect():
+            counts = result.by_lang.setdefault(r.lang, {"in": 0, "kept": 0, "dropped": 0})
+            counts["in"] += r["count"]
+            result.records += r["count"]
+            if r._reason is None:
+                counts["kept"] += r["count"]
+                result.kept += r["count"]
+                result.relabelled += r["count"] if r.relabelled else 0
+            else:
+                counts["dropped"] += r["count"]
+                result.dropped += r["count"]
+                result.by_reason[r._reason] = result.by_reason.get(r._reason, 0) + r["count"]
+        meta = {"job": "clean", "input": f"{cfg.input_table}@v{source.version}",
+                "mlflow_run_id": getattr(run, "run_id", "")}
+        kept = tagged.where(~F.col("_drop")).select(*columns, *LID_COLUMNS)
+        written = lake.write_table(kept, lake_dir, DOCS_CLEAN, mode="overwrite", sort_by=("doc_id",),
+                                   base_version=base_clean, metadata=meta)
+        result.tables[DOCS_CLEAN] = written.version
+        drops = tagged.where(F.col("_drop")).select(
+            "doc_id", F.when(F.col("_reason") == "lid_mismatch", F.lit("lid")).otherwise(F.lit("clean")).alias("stage"),
+            "lang", F.col("_reason").alias("reason"), F.lit(None).cast("string").alias("dup_of"),
+            F.lit(None).cast("string").alias("cluster_id"), F.col("_detail").alias("detail")).select(*DROPS_COLUMNS)
+        written = lake.write_table(drops, lake_dir, DROPS, mode="overwrite", partition_by=("stage",),
+                                   replace_partitions={"stage": list(CLEAN_STAGES)}, sort_by=("doc_id",),
+                                   base_version=base_drops, metadata=meta)
+        result.tables[DROPS] = written.version
+    finally:
+        tagged.unpersist()
+    if result.records != result.kept + result.dropped:  # pragma: no cover - a bug if it fires
+        raise AssertionError(f"clean counts do not reconcile: {result}")
+    return result

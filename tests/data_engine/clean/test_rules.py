@@ -1,0 +1,88 @@
+"""Every cleaning rule has a case that fires and one that does not, in a spaced and a spaceless
+language; the statistics are tested on real-looking text, the rule logic through Spark SQL."""
+
+from __future__ import annotations
+
+import pytest
+
+from data_engine.clean.normalize import clean_text
+from data_engine.clean.rules import RULES, first_failure, thresholds_frame, with_thresholds
+from data_engine.clean.stats import STAT_NAMES, batch_stats
+from data_engine.config import CleanConfig
+from data_engine.sample.corpus import load_udhr
+
+ENG = "\n".join(load_udhr("eng")[1] + load_udhr("eng")[2] + load_udhr("eng")[3])
+THA = "\n".join(load_udhr("tha")[1] + load_udhr("tha")[2] + load_udhr("tha")[3])
+
+
+def stats(text: str) -> dict[str, float]:
+    return batch_stats([clean_text(text)])[0]
+
+
+def test_normalisation():
+    raw = "Caf\u0065\u0301\u00a0au\tlait\u200b!\r\n\n\n\n  ภาษา\u200bไทย  \x07\ufeff"
+    assert clean_text(raw) == "Café au lait!\n\nภาษาไทย"
+    assert clean_text("a\u200db") == "a\u200db"  # ZWJ stays
+
+
+@pytest.mark.parametrize(("stat", "bad", "good"), [
+    ("units", "Too short to keep.", ENG),
+    ("units", "ข่าวสั้น", THA),
+    ("mean_line_chars", "\n".join(["Home", "News", "Sport", "Menu"] * 20), ENG),
+    ("mean_line_chars", "\n".join(["หน้าแรก", "ข่าว", "กีฬา"] * 20), THA),
+    ("line_punct_frac", "\n".join(f"Item number {i} in our big list" for i in range(30)), ENG),
+    ("symbol_ratio", ENG.replace(" ", " # ", 200), ENG),
+    ("digit_ratio", ENG + "\n" + "0123456789 " * 300, ENG),
+    ("url_ratio", "\n".join(f"see https://example.org/page/{i}/with/a/long/path" for i in range(40)), ENG),
+    ("dup_line_frac", "\n".join([ENG.split("\n")[0]] * 10), ENG),
+    ("dup_line_frac", "\n".join([THA.split("\n")[0]] * 10), THA),
+    ("dup_line_char_frac", "\n".join([ENG.split("\n")[0]] * 10), ENG),
+    ("top_2gram_frac", "buy now " * 200, ENG),
+    ("top_2gram_frac", "ซื้อเลย" * 200, THA),
+    ("dup_5gram_frac", ("cheap shoes best price online " * 40), ENG),
+    ("dup_5gram_frac", "ราคาถูกที่สุดในประเทศไทย" * 30, THA),
+    ("lorem_ipsum", "Lorem ipsum dolor sit amet. " + ENG, ENG),
+    ("curly_ratio", ENG + "\n" + "{ } " * 200, ENG),
+    ("code_line_frac", "\n".join(["var x = 1;", "function f() {", "return x;", "}"] * 10), ENG),
+    ("bullet_line_frac", "\n".join(f"- point {i} of the list." for i in range(30)), ENG),
+    ("bullet_line_frac", "\n".join(f"• ข้อที่ {i} ในรายการนี้" for i in range(30)), THA),
+])
+def test_statistic_separates_bad_from_good(stat, bad, good):
+    low_is_bad = stat in ("units", "mean_line_chars", "line_punct_frac")
+    b, g = stats(bad)[stat], stats(good)[stat]
+    assert (b < g) if low_is_bad else (b > g), (stat, b, g)
+
+
+def test_thai_units_are_characters_and_english_units_words():
+    assert stats("ภาษาไทย เขียน")["units"] == 12
+    assert stats("two words")["units"] == 2
+
+
+def test_each_rule_fires_on_its_statistic_and_not_below_it(spark):
+    """The SQL rule logic: for every rule, one document just past its threshold (and inside every
+    other) and one just inside; per-language thresholds come from the lang's section."""
+    cfg = CleanConfig()
+    thr = cfg.thresholds("eng")
+    safe = {"units": 500.0, "mean_line_chars": 80.0, "line_punct_frac": 1.0, "lorem_ipsum": 0.0}
+    rows = []
+    for name, stat, op, field in RULES:
+        limit = 0.5 if field == "_lorem" else float(getattr(thr, field))
+        past = limit - 0.01 if op == "<" else limit + 0.01
+        inside = limit + 0.01 if op == "<" else limit - 0.01
+        for tag, value in (("fire", past), ("keep", inside)):
+            values = {s: safe.get(s, 0.0) for s in STAT_NAMES}
+            values[stat] = value
+            rows.append((f"{name}:{tag}", "eng", *[values[s] for s in STAT_NAMES]))
+    # Thai: 120 characters is too short for Thai (150) and a line without '.' is normal there.
+    thai = {s: 0.0 for s in STAT_NAMES} | {"units": 120.0, "mean_line_chars": 80.0}
+    rows.append(("tha:short", "tha", *[thai[s] for s in STAT_NAMES]))
+    rows.append(("tha:ok", "tha", *[(thai | {"units": 200.0})[s] for s in STAT_NAMES]))
+    df = spark.createDataFrame(rows, "doc_id string, lang string, " + ", ".join(f"_s_{s} double" for s in STAT_NAMES))
+    reason, detail = first_failure()
+    got = {r.doc_id: (r.reason, r.detail) for r in with_thresholds(df, thresholds_frame(spark, cfg, ["eng", "tha"]))
+           .select("doc_id", reason.alias("reason"), detail.alias("detail")).collect()}
+    for name, *_ in RULES:
+        assert got[f"{name}:fire"][0] == name, (name, got[f"{name}:fire"])
+        assert got[f"{name}:keep"] == (None, None), (name, got[f"{name}:keep"])
+    assert got["tha:short"] == ("too_short", "units=120.0 < 150.0")
+    assert got["tha:ok"] == (None, None)
