@@ -22,7 +22,8 @@ STAT_NAMES = ("units", "mean_line_chars", "line_punct_frac", "symbol_ratio", "di
 _TERMINAL = tuple(".!?。！？…\"'”’»)]」』។៕။၊" + "।")  # ends of sentences in our scripts (and closing quotes)
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _BULLET = re.compile(r"^\s*(?:[-*•·●▪►–—◦‣○■□✓✔]|\d{1,3}[.)])\s")
-_CODE = re.compile(r"(?:[;{}]\s*$|^\s*(?:function\b|var |let |const |import |#include|def |class |return\b|<\w+[^>]*>|</\w+>))")
+_CODE = re.compile(r"(?:[;{}]\s*$|^\s*(?:function\b|var |let |const |import |#include|def |class |return\b"
+                   r"|<\w+[^>]*>|</\w+>))")
 _LOREM = re.compile(r"lorem ipsum", re.IGNORECASE)
 _WORD = re.compile(r"\w+", re.UNICODE)
 
