@@ -350,6 +350,61 @@ class CleanConfig:
 
 
 @dataclass(frozen=True)
+class QualityTrainConfig:
+    negatives_table: str = "docs_clean"
+    """Negatives are sampled from this table's documents of the language (Sailor2: the raw web)."""
+    max_positives: int = 10000
+    """Sailor2 used about 10K positives per language."""
+    max_negatives: int = 10000
+    """… and about as many negatives."""
+    holdout: float = 0.2
+    """Share of each class held out to measure precision, recall and AUC."""
+    seed: int = 13
+    """Seeds the negative sample, the split and fastText: same inputs, same model."""
+    epoch: int = 10
+    lr: float = 0.5
+    dim: int = 32
+    word_ngrams: int = 2
+    bucket: int = 100000
+    """Hash buckets for n-gram features: the model file is about 4 × dim × (vocabulary + bucket) bytes."""
+    max_chars: int = 4000
+    """Characters of each document the classifier sees."""
+    registry_prefix: str = "sailyard-quality"
+    """Models are registered in MLflow as `<prefix>-<lang>`."""
+    min_examples: int = 10
+    """Fewest positives and negatives a classifier is trained on; the pipeline skips a language with
+    fewer clean documents (its documents are then kept or dropped as `score.without_model` says)."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.holdout < 1:
+            raise ConfigError(f"quality.holdout must be in (0, 1), got {self.holdout}")
+        for name in ("max_positives", "max_negatives", "epoch", "dim", "word_ngrams", "bucket", "max_chars",
+                     "min_examples"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"quality.{name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class QualityScoreConfig:
+    input_table: str = "docs_dedup"
+    keep_percent: float = 20.0
+    """Top share of each language's documents kept (Sailor2: 10–20%)."""
+    keep_percent_by_lang: dict[str, float] = field(default_factory=dict)
+    """Per-language overrides of `keep_percent`."""
+    without_model: Literal["keep", "drop"] = "keep"
+    """Documents of a language with no registered classifier: kept unscored, or dropped."""
+    registry_prefix: str = "sailyard-quality"
+
+    def __post_init__(self) -> None:
+        for lang, p in {"*": self.keep_percent, **self.keep_percent_by_lang}.items():
+            if not 0 < p <= 100:
+                raise ConfigError(f"quality keep percent for {lang} must be in (0, 100], got {p}")
+
+    def percent(self, lang: str) -> float:
+        return self.keep_percent_by_lang.get(lang, self.keep_percent)
+
+
+@dataclass(frozen=True)
 class ExportConfig:
     input_table: str | None = None
     """Table to export; default: the most curated one present (docs_curated, else docs_dedup)."""
@@ -374,6 +429,8 @@ class PipelineConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     clean: CleanConfig = field(default_factory=CleanConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    quality: QualityTrainConfig = field(default_factory=QualityTrainConfig)
+    score: QualityScoreConfig = field(default_factory=QualityScoreConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     stage: str = "stage1"
     train_config: str | None = None

@@ -1,4 +1,4 @@
-"""The whole path on one machine: sample corpus → lake → clean → dedup → shards → tiny NeMo run.
+"""The whole path on one machine: sample corpus → lake → clean → dedup → quality → shards → NeMo.
 
 One parent MLflow run holds a child run per job. The data jobs share this process's Spark session;
 training runs as `python -m trainer.pretrain` in a child process (NeMo wants its own `__main__`),
@@ -41,8 +41,10 @@ def run_pipeline(cfg: PipelineConfig, *, train: bool = True, log: Any = print) -
     from data_engine.dedup.job import dedup_job
     from data_engine.export.job import export_job
     from data_engine.ingest.job import ingest_job
+    from data_engine.quality.job import score_quality_job, train_quality_job
     from data_engine.report import format_report, lake_report
     from data_engine.sample.corpus import build_sample
+    from data_engine.sample.positives import write_positive_sets
     from data_engine.spark import get_spark
 
     paths = PipelinePaths(Path(cfg.work_dir))
@@ -54,26 +56,39 @@ def run_pipeline(cfg: PipelineConfig, *, train: bool = True, log: Any = print) -
                             params=to_dict(cfg)) as parent:
         os.environ[tracking.PARENT_ENV] = parent.run_id
         try:
-            log(f"[1/6] sample corpus → {paths.sample}")
+            log(f"[1/8] sample corpus → {paths.sample}")
             stats = build_sample(paths.sample, docs_per_lang=cfg.sample_docs_per_lang)
             parent.log_dict(dataclasses.asdict(stats), "sample_stats.json")
             spark = get_spark("sailyard-pipeline")
-            log("[2/6] ingest")
+            log("[2/8] ingest")
             summary["jobs"]["ingest"] = ingest_job(spark, str(paths.lake), [str(paths.sample)],
                                                    source="sample", cfg=cfg.ingest)
-            log("[3/6] clean: normalisation, heuristic rules, language identification")
+            log("[3/8] clean: normalisation, heuristic rules, language identification")
             summary["jobs"]["clean"] = clean_job(spark, str(paths.lake), cfg.clean)
-            log("[4/6] dedup: " + ", ".join(cfg.dedup.stages))
+            log("[4/8] dedup: " + ", ".join(cfg.dedup.stages))
             summary["jobs"]["dedup"] = dedup_job(spark, str(paths.lake), cfg.dedup)
-            log(f"[5/6] export shards → {paths.shards / cfg.stage}")
+            log("[5/8] quality classifiers, one per language (positives: real text, negatives: docs_clean)")
+            positives = write_positive_sets(paths.work / "positives")
+            langs = sorted(summary["jobs"]["clean"]["by_lang"])
+            summary["jobs"]["train_quality"] = {}
+            for lang in langs:
+                clean_docs = summary["jobs"]["clean"]["by_lang"][lang]["kept"]
+                if lang not in positives or clean_docs < cfg.quality.min_examples:
+                    log(f"      {lang}: {clean_docs} clean documents, fewer than quality.min_examples: no classifier")
+                    continue
+                summary["jobs"]["train_quality"][lang] = train_quality_job(
+                    spark, str(paths.lake), lang, str(positives[lang]), cfg.quality)
+            log("[6/8] score and keep the best of each language")
+            summary["jobs"]["score_quality"] = score_quality_job(spark, str(paths.lake), cfg.score)
+            log(f"[7/8] export shards → {paths.shards / cfg.stage}")
             summary["jobs"]["export_shards"] = export_job(spark, str(paths.lake), str(paths.shards),
                                                           cfg.stage, cfg.export)
             if train:
-                log("[6/6] tiny NeMo pretraining")
+                log("[8/8] tiny NeMo pretraining")
                 digest = summary["jobs"]["export_shards"]["shard_manifest_digest"]
                 summary["jobs"]["train"] = run_training(cfg, paths, digest)
             else:
-                log("[6/6] training skipped")
+                log("[8/8] training skipped")
             report = lake_report(spark, str(paths.lake), stage=cfg.stage)
             summary["report"] = format_report(report)
             parent.log_text(summary["report"], "count_table.txt")

@@ -12,7 +12,7 @@ from typing import Any
 from data_engine import lake
 from data_engine.dedup.registry import ALL_DEDUP_STAGES
 from data_engine.langs import LANGS
-from data_engine.tables import DOCS_CLEAN, DOCS_DEDUP, DOCS_RAW, DROPS, QUARANTINE, SHARD_MANIFEST
+from data_engine.tables import DOCS_CLEAN, DOCS_CURATED, DOCS_DEDUP, DOCS_RAW, DROPS, QUARANTINE, SHARD_MANIFEST
 
 
 @dataclass
@@ -72,6 +72,11 @@ def lake_report(spark: Any, lake_dir: str, *, stage: str | None = None) -> LakeR
         table = lake.read_table(spark, lake_dir, DOCS_DEDUP)
         report.versions[DOCS_DEDUP] = table.version
         add("docs_dedup", _by_lang(table.df))
+    add_drops(("quality",))
+    if lake.exists(lake_dir, DOCS_CURATED):
+        table = lake.read_table(spark, lake_dir, DOCS_CURATED)
+        report.versions[DOCS_CURATED] = table.version
+        add("docs_curated", _by_lang(table.df))
     if lake.exists(lake_dir, SHARD_MANIFEST):
         manifest = lake.read_arrow(lake_dir, SHARD_MANIFEST).to_pylist()
         report.versions[SHARD_MANIFEST] = lake.table_version(lake_dir, SHARD_MANIFEST) or 0

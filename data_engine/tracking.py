@@ -180,3 +180,52 @@ def write_temp_json(obj: Any, name: str) -> Path:
 def work_dir_for(lake: str | Path) -> Path:
     """Jobs given only `--lake` keep their MLflow store beside it: `<lake>/../mlflow`."""
     return Path(lake).expanduser().resolve().parent
+
+
+# --------------------------------------------------------------------------- model registry
+
+
+def register(run: Run, name: str, artifact_path: str, *, tags: Mapping[str, Any] | None = None) -> int:
+    """Register the run's artifact folder `artifact_path` as a new version of model `name`."""
+    client = run.client
+    try:
+        client.create_registered_model(name)
+    except Exception:  # already registered: one of several runs registering versions
+        if client.get_registered_model(name) is None:
+            raise
+    source = f"{client.get_run(run.run_id).info.artifact_uri}/{artifact_path}"
+    version = client.create_model_version(name, source=source, run_id=run.run_id,
+                                          tags={k: str(v) for k, v in (tags or {}).items()})
+    return int(version.version)
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: int
+    source: str
+    run_id: str
+
+
+def latest_version(work_dir: str | Path, name: str) -> ModelVersion | None:
+    """The highest version of registered model `name`, or None when there is none."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri(work_dir))
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except Exception:
+        return None
+    if not versions:
+        return None
+    best = max(versions, key=lambda v: int(v.version))
+    return ModelVersion(name, int(best.version), best.source, best.run_id)
+
+
+def download(work_dir: str | Path, model: ModelVersion, dst: str | Path) -> Path:
+    """The files of a model version, in a local folder."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file floods job logs
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(work_dir))
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=model.source, dst_path=str(dst)))

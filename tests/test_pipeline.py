@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
 from data_engine import lake, tracking
-from data_engine.config import PipelineConfig
+from data_engine.config import PipelineConfig, QualityScoreConfig, QualityTrainConfig
 from data_engine.langs import LANGS
 from data_engine.pipeline import run_pipeline
 from trainer.config import TrainConfig
@@ -21,24 +22,34 @@ def test_demo_path_reconciles_stage_to_stage_and_trains_on_the_exported_shards(s
     train = TrainConfig.from_yaml(Path("configs/train_tiny.yaml"))
     train_yaml.write_text(dataclasses.replace(train, data=dataclasses.replace(train.data, split="60,40,0"))
                           .to_yaml())
-    cfg = PipelineConfig(work_dir=str(tmp_path / "work"), sample_docs_per_lang=6,
-                         train_config=str(train_yaml))
+    cfg = PipelineConfig(work_dir=str(tmp_path / "work"), sample_docs_per_lang=6, train_config=str(train_yaml),
+                         quality=QualityTrainConfig(min_examples=3, epoch=25),
+                         score=QualityScoreConfig(keep_percent=60))
     summary = run_pipeline(cfg, train=True, log=lambda _: None)
     ingest, clean, dedup, export = (summary["jobs"][k] for k in ("ingest", "clean", "dedup", "export_shards"))
     assert ingest["in"] == ingest["kept"] + ingest["quarantined"] and ingest["quarantined"] == 11
     assert clean["in"] == ingest["kept"] and clean["in"] == clean["kept"] + clean["dropped"]
     assert dedup["in"] == clean["kept"] and dedup["in"] == dedup["kept"] + dedup["dropped"]
     assert dedup["dropped"] > 0
-    assert export["in"] == dedup["kept"] and export["in"] == export["kept"] + export["dropped"]
+    score = summary["jobs"]["score_quality"]
+    assert score["in"] == dedup["kept"] and score["in"] == score["kept"] + score["dropped"]
+    models = {lang: j["model"] for lang, j in summary["jobs"]["train_quality"].items()}
+    assert set(models) == {lang for lang, c in clean["by_lang"].items() if c["kept"] >= 3}
+    assert len(models) >= 12 and score["models"] == {lang: f"sailyard-quality-{lang}/1" for lang in models}
+    for lang, c in score["by_lang"].items():
+        assert c["kept"] == (math.ceil(0.6 * c["in"]) if lang in models else c["in"]), lang
+    assert export["in"] == score["kept"] and export["in"] == export["kept"] + export["dropped"]
     assert set(export["shards"]) >= set(LANGS) - {"mya", "zho"}  # short pages of these may all be cleaned away
     lake_dir = summary["lake"]
     assert lake.read_arrow(lake_dir, "docs_dedup").num_rows == dedup["kept"]
+    assert lake.read_arrow(lake_dir, "docs_curated").num_rows == score["kept"]
     for lang in LANGS:
         assert f"\n{lang} " in summary["report"]
     client = MlflowClient(tracking.tracking_uri(tmp_path / "work"))
     children = client.search_runs([client.get_run(summary["mlflow_run_id"]).info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{summary['mlflow_run_id']}'")
-    assert sorted(r.info.run_name for r in children) == ["clean", "dedup", "export_shards", "ingest", "train"]
+    jobs = ["clean", "dedup", "export_shards", "ingest", "score_quality", "train"]
+    assert sorted(r.info.run_name for r in children) == sorted(jobs + [f"train_quality.{x}" for x in models])
     train = summary["jobs"]["train"]
     assert train["status"] == "ok" and train["steps"] == 10 and train["final_train_loss"] > 0
     assert train["tables_read"] == {"shard_manifest": export["tables"]["shard_manifest"]}
@@ -46,9 +57,11 @@ def test_demo_path_reconciles_stage_to_stage_and_trains_on_the_exported_shards(s
     (train_run,) = [r for r in children if r.info.run_name == "train"]
     assert train_run.data.tags["shard_manifest_digest"] == export["shard_manifest_digest"]
     assert len(client.get_metric_history(train_run.info.run_id, "reduced_train_loss")) == 10
-    # A second run: ingest adds nothing, dedup and export reproduce the same content.
+    # A second run: ingest adds nothing; dedup, classifiers, selection and export reproduce the same content.
     again = run_pipeline(cfg, train=False, log=lambda _: None)
     assert again["jobs"]["ingest"]["in"] == 0
     assert again["jobs"]["dedup"]["kept"] == dedup["kept"]
     assert again["jobs"]["export_shards"]["shard_manifest_digest"] == export["shard_manifest_digest"]
-    assert again["jobs"]["export_shards"]["tables_read"] == {"docs_dedup": 1}
+    assert again["jobs"]["score_quality"]["models"] == {lang: f"sailyard-quality-{lang}/2" for lang in models}
+    assert again["jobs"]["score_quality"]["kept"] == score["kept"]
+    assert again["jobs"]["export_shards"]["tables_read"] == {"docs_curated": 1}

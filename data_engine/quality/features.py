@@ -1,0 +1,31 @@
+"""How a document is shown to fastText: one line of tokens.
+
+fastText splits on whitespace, so text written without spaces (Thai, Lao, Khmer, Burmese,
+Chinese) would become a handful of giant "words"; such text is given one character per token
+instead, and fastText's word n-grams (`word_ngrams`, default 2) add the character bigrams — the
+usual units for classifying unsegmented scripts, and the unigrams still generalise when a
+language's training set is small. Text is NFC, lower-cased and
+cut to its first `max_chars` characters.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
+
+LABEL_HIGH = "__label__hq"
+LABEL_LOW = "__label__lq"
+
+
+def fasttext_lines(texts: Sequence[str], max_chars: int = 4000) -> list[str]:
+    from data_engine.dedup.shingles import written_without_spaces
+
+    heads = [unicodedata.normalize("NFC", t[:max_chars]).lower() for t in texts]
+    spaceless = written_without_spaces(heads)
+    out = []
+    for text, unspaced in zip(heads, spaceless, strict=True):
+        if unspaced:
+            out.append(" ".join("".join(text.split())))
+        else:
+            out.append(" ".join(text.split()))
+    return out

@@ -1,0 +1,199 @@
+"""Score every document with its language's classifier; keep each language's top p%.
+
+Each language's latest registered model is fetched from MLflow once, shipped to the executors with
+`SparkContext.addFile` and loaded once per Python worker. Selection is exact: with n documents in
+a language and p its keep percent, the ⌈p·n/100⌉ highest-scoring ones (ties by doc_id) are kept —
+a row number over the language's documents ordered by score, compared with a per-language count
+computed in Spark; only the per-language counts come back to the driver.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data_engine import lake, tracking
+from data_engine.config import QualityScoreConfig
+from data_engine.dedup.base import DROPS_COLUMNS
+from data_engine.quality.train import META_FILE, MODEL_FILE
+from data_engine.tables import DOCS_CURATED, DOCS_SCORED, DROPS
+
+STAGE = "quality"
+REASON = "below_quality_cutoff"
+BINS = 20
+
+
+@dataclass
+class ScoreResult:
+    input_table: str
+    input_version: int
+    records: int = 0
+    kept: int = 0
+    dropped: int = 0
+    by_lang: dict[str, dict[str, Any]] = field(default_factory=dict)
+    models: dict[str, str] = field(default_factory=dict)  # lang → "<name>/<version>"
+    tables: dict[str, int] = field(default_factory=dict)
+    histograms: dict[str, list[int]] = field(default_factory=dict)
+    cuts: dict[str, float] = field(default_factory=dict)
+
+
+def _fetch_models(spark: Any, lake_dir: str, langs: list[str],
+                  cfg: QualityScoreConfig) -> dict[str, tuple[str, str, int]]:
+    """lang → (file name shipped with addFile, "<model>/<version>", max_chars)."""
+    import json
+
+    work_dir = tracking.work_dir_for(lake_dir)
+    staging = Path(tempfile.mkdtemp(prefix="sailyard-models-"))
+    found = {}
+    for lang in langs:
+        version = tracking.latest_version(work_dir, f"{cfg.registry_prefix}-{lang}")
+        if version is None:
+            continue
+        local = tracking.download(work_dir, version, staging / f"{lang}-v{version.version}")
+        shipped = staging / f"quality-{lang}-v{version.version}.bin"
+        shutil.copy(local / MODEL_FILE, shipped)
+        meta = json.loads((local / META_FILE).read_text())
+        spark.sparkContext.addFile(str(shipped))
+        found[lang] = (shipped.name, f"{version.name}/{version.version}", int(meta.get("max_chars", 4000)))
+    return found
+
+
+def _score_partitions(models: dict[str, tuple[str, str, int]], columns: list[str]) -> Any:
+    def score(batches: Iterator[Any]) -> Iterator[Any]:
+        from pyspark import SparkFiles
+
+        from data_engine.quality.train import score_texts
+
+        loaded: dict[str, Any] = {}
+        for pdf in batches:
+            if pdf.empty:
+                continue
+            scores: list[float | None] = [None] * len(pdf)
+            names: list[str | None] = [None] * len(pdf)
+            for lang, index in pdf.groupby("lang", sort=False).groups.items():
+                if lang not in models:
+                    continue
+                file_name, model_name, max_chars = models[lang]
+                if file_name not in loaded:
+                    import fasttext
+
+                    fasttext.FastText.eprint = lambda *args, **kwargs: None
+                    loaded[file_name] = fasttext.load_model(SparkFiles.get(file_name))
+                positions = [pdf.index.get_loc(i) for i in index]
+                values = score_texts(loaded[file_name], [pdf["text"].iat[p] for p in positions], max_chars)
+                for p, v in zip(positions, values, strict=True):
+                    scores[p], names[p] = round(v, 6), model_name
+            out = pdf[columns].copy()
+            out["quality_score"] = scores
+            out["quality_model"] = names
+            yield out
+
+    return score
+
+
+def score_and_select(spark: Any, lake_dir: str, cfg: QualityScoreConfig = QualityScoreConfig(), *,
+                     input_version: int | None = None, run: Any = None) -> ScoreResult:
+    from pyspark import StorageLevel
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    source = lake.read_table(spark, lake_dir, cfg.input_table, version=input_version)
+    if run is not None:
+        run.table_read(source.name, source.path, source.version)
+    result = ScoreResult(cfg.input_table, source.version)
+    base_scored, base_curated = lake.table_version(lake_dir, DOCS_SCORED), lake.table_version(lake_dir, DOCS_CURATED)
+    base_drops = lake.table_version(lake_dir, DROPS)
+    columns = [c for c in source.df.columns if c not in ("quality_score", "quality_model")]
+    counts = {r.lang: r["count"] for r in source.df.groupBy("lang").count().collect()}
+    models = _fetch_models(spark, lake_dir, sorted(counts), cfg)
+    result.models = {lang: m[1] for lang, m in models.items()}
+    schema = (", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in source.df.schema.fields
+                        if f.name in columns) + ", quality_score double, quality_model string")
+    scored = (source.df.select(*columns).mapInPandas(_score_partitions(models, columns), schema)
+              .persist(StorageLevel.MEMORY_AND_DISK))
+    try:
+        meta = {"job": "score_quality", "input": f"{cfg.input_table}@v{source.version}",
+                "mlflow_run_id": getattr(run, "run_id", "")}
+        written = lake.write_table(scored, lake_dir, DOCS_SCORED, mode="overwrite", sort_by=("doc_id",),
+                                   base_version=base_scored, metadata=meta)
+        result.tables[DOCS_SCORED] = written.version
+        keep = {}
+        for lang, n in counts.items():
+            if lang in models:
+                keep[lang] = math.ceil(cfg.percent(lang) * n / 100)
+            else:
+                keep[lang] = n if cfg.without_model == "keep" else 0
+        keep_df = F.broadcast(spark.createDataFrame([(lang, k, counts[lang]) for lang, k in sorted(keep.items())],
+                                                    "lang string, _keep long, _n long"))
+        rank = F.row_number().over(Window.partitionBy("lang").orderBy(F.col("quality_score").desc_nulls_last(),
+                                                                        F.col("doc_id")))
+        ranked = (scored.withColumn("_rank", rank).join(keep_df, "lang")
+                  .withColumn("_drop", F.col("_rank") > F.col("_keep"))
+                  .persist(StorageLevel.MEMORY_AND_DISK))
+        curated = ranked.where(~F.col("_drop")).select(*scored.columns)
+        written = lake.write_table(curated, lake_dir, DOCS_CURATED, mode="overwrite", sort_by=("doc_id",),
+                                   base_version=base_curated, metadata=meta)
+        result.tables[DOCS_CURATED] = written.version
+        drops = ranked.where(F.col("_drop")).select(
+            "doc_id", F.lit(STAGE).alias("stage"), "lang", F.lit(REASON).alias("reason"),
+            F.lit(None).cast("string").alias("dup_of"), F.lit(None).cast("string").alias("cluster_id"),
+            F.when(F.col("quality_score").isNull(), F.lit("no classifier for this language"))
+            .otherwise(F.format_string("score %.4f, rank %d of %d, top %d kept", "quality_score", "_rank", "_n",
+                                       "_keep")).alias("detail")).select(*DROPS_COLUMNS)
+        written = lake.write_table(drops, lake_dir, DROPS, mode="overwrite", partition_by=("stage",),
+                                   replace_partitions={"stage": STAGE}, sort_by=("doc_id",),
+                                   base_version=base_drops, metadata=meta)
+        result.tables[DROPS] = written.version
+        for r in ranked.groupBy("lang", "_drop").agg(F.count(F.lit(1)).alias("n"),
+                                                     F.min("quality_score").alias("low")).collect():
+            entry = result.by_lang.setdefault(r.lang, {"in": 0, "kept": 0, "dropped": 0})
+            entry["in"] += r.n
+            entry["dropped" if r._drop else "kept"] += r.n
+            if not r._drop and r.low is not None and r.lang in models:
+                result.cuts[r.lang] = float(r.low)
+        ranked.unpersist()
+        bins = F.least(F.floor(F.col("quality_score") * BINS), F.lit(BINS - 1)).alias("bin")
+        for r in scored.where(F.col("quality_score").isNotNull()).groupBy("lang", bins).count().collect():
+            result.histograms.setdefault(r.lang, [0] * BINS)[int(r.bin)] += r["count"]
+    finally:
+        scored.unpersist()
+    result.records = sum(counts.values())
+    result.kept = sum(e["kept"] for e in result.by_lang.values())
+    result.dropped = sum(e["dropped"] for e in result.by_lang.values())
+    if result.records != result.kept + result.dropped:  # pragma: no cover - a bug if it fires
+        raise AssertionError(f"quality counts do not reconcile: {result}")
+    return result
+
+
+def histogram_png(histograms: dict[str, list[int]], cuts: dict[str, float]) -> Path:
+    """One panel per language: the score histogram, the selection cut as a red line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    langs = sorted(histograms)
+    cols = min(5, len(langs))
+    rows = math.ceil(len(langs) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+    edges = [i / BINS for i in range(BINS)]
+    for ax, lang in zip(axes.flat, langs, strict=False):
+        ax.bar(edges, histograms[lang], width=1 / BINS, align="edge", color="#4477aa")
+        if lang in cuts:
+            ax.axvline(cuts[lang], color="#cc3311", linewidth=1.5)
+        ax.set_title(f"{lang} (cut {cuts.get(lang, float('nan')):.2f})", fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(langs):]:
+        ax.axis("off")
+    fig.suptitle("quality score per language; red: lowest score kept", fontsize=10)
+    fig.tight_layout()
+    path = Path(tempfile.mkdtemp(prefix="sailyard-plots-")) / "quality_histograms.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,42 @@
+"""Score every document with its language's latest quality classifier; keep the top p% per language.
+
+    spark-submit jobs/score_quality.py --lake <dir> [--config YAML] [--input-version N]
+
+Reads a pinned version of `docs_dedup`, writes `docs_scored` (`quality_score`, `quality_model`),
+`docs_curated` (each language's top p%, exact) and `drops` rows (stage `quality`) for the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="score_quality", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lake", required=True, help="lake root directory")
+    p.add_argument("--config", help="YAML with a 'score:' section (or the section itself)")
+    p.add_argument("--input-version", type=int, help="version of docs_dedup (default: latest)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def work() -> dict:
+        from data_engine.config import QualityScoreConfig, section
+        from data_engine.quality.job import score_quality_job
+        from data_engine.spark import get_spark
+
+        cfg = section(args.config, "score", QualityScoreConfig)
+        return score_quality_job(get_spark("sailyard-score-quality"), args.lake, cfg,
+                                 input_version=args.input_version)
+
+    from data_engine.jobrun import run_job
+
+    return run_job("score_quality", work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
