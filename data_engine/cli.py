@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "clean": ("jobs.clean", "docs_raw → docs_clean + drops: normalisation, heuristics, LID"),
     "dedup": ("jobs.dedup", "docs_clean → docs_dedup + drops, line_drops"),
     "train-quality": ("jobs.train_quality", "train + register a language's fastText quality classifier"),
-    "score-quality": ("jobs.score_quality", "docs_dedup → docs_scored → docs_curated (top p% per language)"),
+    "score-quality": ("jobs.score_quality", "docs_dedup → docs_scored → docs_curated (top p%% per language)"),
     "export-shards": ("jobs.export_shards", "a table → Megatron shards + shard_manifest"),
     "train": ("trainer.pretrain", "NeMo pretraining on exported shards"),
     "report": ("jobs.report", "per-stage, per-language counts of a lake"),

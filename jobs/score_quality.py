@@ -1,6 +1,6 @@
 """Score every document with its language's latest quality classifier; keep the top p% per language.
 
-    spark-submit jobs/score_quality.py --lake <dir> [--config YAML] [--input-version N]
+    spark-submit jobs/score_quality.py --lake <dir> [--config YAML] [--input-version N] [--keep-percent P]
 
 Reads a pinned version of `docs_dedup`, writes `docs_scored` (`quality_score`, `quality_model`),
 `docs_curated` (each language's top p%, exact) and `drops` rows (stage `quality`) for the rest.
@@ -9,6 +9,7 @@ Reads a pinned version of `docs_dedup`, writes `docs_scored` (`quality_score`, `
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 
@@ -17,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lake", required=True, help="lake root directory")
     p.add_argument("--config", help="YAML with a 'score:' section (or the section itself)")
-    p.add_argument("--input-version", type=int, help="version of docs_dedup (default: latest)")
+    p.add_argument("--input-version", type=int, help="version of the input table (default: latest)")
+    p.add_argument("--keep-percent", type=float, help="top share kept in every language without an override")
     return p
 
 
@@ -30,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         from data_engine.spark import get_spark
 
         cfg = section(args.config, "score", QualityScoreConfig)
+        if args.keep_percent is not None:
+            cfg = dataclasses.replace(cfg, keep_percent=args.keep_percent)
         return score_quality_job(get_spark("sailyard-score-quality"), args.lake, cfg,
                                  input_version=args.input_version)
 

@@ -1,6 +1,7 @@
 """Train a language's fastText quality classifier and register it in MLflow.
 
     spark-submit jobs/train_quality.py --lake <dir> --lang <l> --positives <path> [--config YAML]
+        [--negatives-table T] [--max-positives N] [--max-negatives N] [--epoch N] [--seed N]
 
 Positives: a .jsonl (field `text`), .txt (one document per line) or Parquet file, or a directory of
 them. Negatives: a reproducible sample of the language's `docs_clean`. Registers
@@ -10,6 +11,7 @@ them. Negatives: a reproducible sample of the language's `docs_clean`. Registers
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 
@@ -20,6 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", required=True, help="language code, e.g. tha")
     p.add_argument("--positives", required=True, help="file or directory of high-quality text")
     p.add_argument("--config", help="YAML with a 'quality:' section (or the section itself)")
+    p.add_argument("--negatives-table", help="table the negatives are sampled from (default docs_clean)")
+    p.add_argument("--max-positives", type=int, help="cap on positives (default 10000)")
+    p.add_argument("--max-negatives", type=int, help="cap on negatives (default 10000)")
+    p.add_argument("--epoch", type=int, help="fastText epochs")
+    p.add_argument("--seed", type=int, help="seed of the negative sample, the split and fastText")
     return p
 
 
@@ -33,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         from data_engine.spark import get_spark
 
         cfg = section(args.config, "quality", QualityTrainConfig)
+        overrides = {k: getattr(args, k) for k in ("negatives_table", "max_positives", "max_negatives", "epoch", "seed")
+                     if getattr(args, k) is not None}
+        cfg = dataclasses.replace(cfg, **overrides)
         return train_quality_job(get_spark("sailyard-train-quality"), args.lake, normalize_lang(args.lang),
                                  args.positives, cfg)
 

@@ -85,11 +85,48 @@ def test_ingest_and_dedup_on_a_standalone_cluster(sample_dir, tmp_path):
     assert list((tmp_path / "cluster" / "work").glob("app-*"))
 
 
+def test_quality_jobs_via_spark_submit_train_register_score_and_select(spark, tmp_path):
+    """Training and scoring in separate processes: the model reaches scoring through the registry."""
+    import math
+    import random
+
+    from data_engine.sample.corpus import load_udhr
+
+    rng = random.Random(7)
+    paragraphs = [p for s in load_udhr("tha") for p in s]
+    positives = tmp_path / "tha.txt"
+    positives.write_text("\n".join(p.replace("\n", " ") for p in paragraphs[:40]) + "\n", encoding="utf-8")
+    menu = ["หน้าแรก", "เข้าสู่ระบบ", "ตะกร้า", "ลดราคา", "ติดต่อเรา", "Home", "Login", "FAQ", "© 2024"]
+    junk = [" | ".join(rng.choice(menu) for _ in range(12)) for _ in range(40)]
+    rows = [(f"j{i:02d}", "tha", t) for i, t in enumerate(junk)] + \
+        [(f"r{i:02d}", "tha", t) for i, t in enumerate(paragraphs[40:50])]
+    lake_dir = tmp_path / "lake"
+    schema = "doc_id string, lang string, text string"
+    lake.write_table(spark.createDataFrame(rows[:40], schema), str(lake_dir), "docs_clean", mode="error")  # junk
+    lake.write_table(spark.createDataFrame(rows, schema), str(lake_dir), "docs_dedup", mode="error")
+    train = submit(["jobs/train_quality.py", "--lake", str(lake_dir), "--lang", "th", "--positives", str(positives),
+                    "--max-negatives", "30", "--epoch", "25"])
+    assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
+    t = summary_of(train)
+    assert t["status"] == "ok" and t["model"] == "sailyard-quality-tha/1" and t["metrics"]["auc"] >= 0.9
+    assert t["tables_read"] == {"docs_clean": 0}
+    score = submit(["jobs/score_quality.py", "--lake", str(lake_dir), "--keep-percent", "15"])
+    assert score.returncode == 0, score.stdout[-3000:] + score.stderr[-3000:]
+    s = summary_of(score)
+    assert s["models"] == {"tha": "sailyard-quality-tha/1"} and s["tables_read"] == {"docs_dedup": 0}
+    assert s["kept"] == math.ceil(0.15 * len(rows)) and s["in"] == s["kept"] + s["dropped"] == len(rows)
+    curated = {r["doc_id"] for r in lake.read_arrow(lake_dir, "docs_curated").to_pylist()}
+    assert sum(d.startswith("r") for d in curated) >= len(curated) - 1  # the real paragraphs come first
+    bad = submit(["jobs/score_quality.py", "--lake", str(lake_dir), "--keep-percent", "0"])
+    assert bad.returncode != 0 and "keep percent" in bad.stdout + bad.stderr
+
+
 def test_cli_lists_its_commands():
     proc = subprocess.run([str(Path(spark_submit()).parent / "sailyard"), "--help"], capture_output=True,
                           text=True, env=job_env(), timeout=60)
     assert proc.returncode == 0
-    for command in ("demo", "ingest", "dedup", "export-shards", "train", "report", "vacuum", "ui"):
+    for command in ("demo", "ingest", "clean", "dedup", "train-quality", "score-quality", "export-shards", "train",
+                    "report", "vacuum", "ui"):
         assert command in proc.stdout
 
 

@@ -25,6 +25,7 @@ from data_engine.tables import DOCS_CURATED, DOCS_SCORED, DROPS
 
 STAGE = "quality"
 REASON = "below_quality_cutoff"
+REASON_NO_MODEL = "no_quality_model"  # score.without_model: drop
 BINS = 20
 
 
@@ -140,7 +141,8 @@ def score_and_select(spark: Any, lake_dir: str, cfg: QualityScoreConfig = Qualit
                                    base_version=base_curated, metadata=meta)
         result.tables[DOCS_CURATED] = written.version
         drops = ranked.where(F.col("_drop")).select(
-            "doc_id", F.lit(STAGE).alias("stage"), "lang", F.lit(REASON).alias("reason"),
+            "doc_id", F.lit(STAGE).alias("stage"), "lang",
+            F.when(F.col("quality_score").isNull(), F.lit(REASON_NO_MODEL)).otherwise(F.lit(REASON)).alias("reason"),
             F.lit(None).cast("string").alias("dup_of"), F.lit(None).cast("string").alias("cluster_id"),
             F.when(F.col("quality_score").isNull(), F.lit("no classifier for this language"))
             .otherwise(F.format_string("score %.4f, rank %d of %d, top %d kept", "quality_score", "_rank", "_n",

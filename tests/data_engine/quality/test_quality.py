@@ -14,6 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from data_engine import lake, tracking
 from data_engine.config import QualityScoreConfig, QualityTrainConfig
+from data_engine.quality.features import fasttext_lines
 from data_engine.quality.job import score_quality_job, train_quality_job
 from data_engine.quality.train import MODEL_FILE, score_texts
 from data_engine.sample.corpus import load_udhr
@@ -36,6 +37,13 @@ def junk(rng: random.Random, lang: str, n: int) -> list[str]:
         lambda: "\n".join(f"var a{i} = {rng.randrange(100)}; function f{i}() {{ return a{i}; }}" for i in range(8)),
     ]
     return [kinds[i % len(kinds)]() for i in range(n)]
+
+
+def test_spaceless_text_becomes_grapheme_tokens_and_spaced_text_words():
+    thai, khmer, eng = fasttext_lines(["ที่นี่ ดี", "ខ្មែរ", "Hello   World\nagain"])
+    assert thai.split() == ["ที่", "นี่", "ดี"]  # consonant + vowel + tone mark stay one token
+    assert khmer.split() == ["ខ្មែ", "រ"]  # a Khmer subscript stack is one cluster
+    assert eng == "hello world again"
 
 
 @pytest.fixture()
@@ -104,3 +112,10 @@ def test_selection_keeps_exactly_the_top_percent_per_language(spark, quality_lak
     drops = [r for r in lake.read_arrow(lake_dir, "drops").to_pylist() if r["stage"] == "quality"]
     assert len(drops) == summary["dropped"] and drops[0]["reason"] == "below_quality_cutoff"
     assert "kept" in drops[0]["detail"]
+    # Languages without a classifier can be dropped instead, with their own reason; the run replaces
+    # the quality drops rather than adding to them.
+    strict = score_quality_job(spark, lake_dir, QualityScoreConfig(keep_percent=10, without_model="drop"))
+    assert strict["by_lang"]["lao"] == {"in": n["lao"], "kept": 0, "dropped": n["lao"]}
+    drops = [r for r in lake.read_arrow(lake_dir, "drops").to_pylist() if r["stage"] == "quality"]
+    assert len(drops) == strict["dropped"]
+    assert {r["reason"] for r in drops if r["lang"] == "lao"} == {"no_quality_model"}
