@@ -37,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
                                log=lambda msg: print(msg, file=sys.stderr, flush=True))
         train = summary["jobs"].get("train", {})
         print("\n" + summary["report"])
+        quality = {lang: {"model": j["model"], "auc": round(j["metrics"]["auc"], 3)}
+                   for lang, j in summary["jobs"].get("train_quality", {}).items()}
+        if quality:
+            print("quality classifiers, held-out AUC: "
+                  + ", ".join(f"{lang} {q['auc']:.3f}" for lang, q in sorted(quality.items())))
         print(f"\nlake:        {summary['lake']}")
         print(f"shards:      {summary['shards']}")
         if train:
@@ -49,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"MLflow:      {summary['tracking_uri']}  (run {summary['mlflow_run_id']})")
         print("MLflow UI:   make ui   (or: .venv/bin/sailyard ui --work-dir "
               f"{summary['work_dir']}), then open http://127.0.0.1:5000\n")
+        tables: dict[str, int] = {}
+        for job in summary["jobs"].values():  # in run order: a table's last write wins
+            tables.update(job.get("tables", {}))
         return {"in": summary["jobs"]["ingest"]["in"], "kept": summary["jobs"]["export_shards"]["kept"],
-                "tables": {k: v["tables"] for k, v in summary["jobs"].items()},
+                "tables": tables, "quality_models": quality,
                 "mlflow_run_id": summary["mlflow_run_id"], "work_dir": summary["work_dir"],
                 "checkpoint": train.get("checkpoint")}
 

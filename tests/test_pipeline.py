@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
+import yaml
 from mlflow.tracking import MlflowClient
 
 from data_engine import lake, tracking
 from data_engine.config import PipelineConfig, QualityScoreConfig, QualityTrainConfig
 from data_engine.langs import LANGS
 from data_engine.pipeline import run_pipeline
+from jobs import pipeline as pipeline_job
 from trainer.config import TrainConfig
 
 
-def test_demo_path_reconciles_stage_to_stage_and_trains_on_the_exported_shards(spark, tmp_path):
+def test_demo_path_reconciles_stage_to_stage_and_trains_on_the_exported_shards(spark, tmp_path, capsys):
     # Six documents per language: the tiny config's validation share must still give each one a
     # document (`trainer.data` refuses a split that leaves a part empty).
     train_yaml = tmp_path / "train.yaml"
@@ -57,11 +60,17 @@ def test_demo_path_reconciles_stage_to_stage_and_trains_on_the_exported_shards(s
     (train_run,) = [r for r in children if r.info.run_name == "train"]
     assert train_run.data.tags["shard_manifest_digest"] == export["shard_manifest_digest"]
     assert len(client.get_metric_history(train_run.info.run_id, "reduced_train_loss")) == 10
-    # A second run: ingest adds nothing; dedup, classifiers, selection and export reproduce the same content.
-    again = run_pipeline(cfg, train=False, log=lambda _: None)
-    assert again["jobs"]["ingest"]["in"] == 0
-    assert again["jobs"]["dedup"]["kept"] == dedup["kept"]
-    assert again["jobs"]["export_shards"]["shard_manifest_digest"] == export["shard_manifest_digest"]
-    assert again["jobs"]["score_quality"]["models"] == {lang: f"sailyard-quality-{lang}/2" for lang in models}
-    assert again["jobs"]["score_quality"]["kept"] == score["kept"]
-    assert again["jobs"]["export_shards"]["tables_read"] == {"docs_curated": 1}
+    # A second run, through the job's entry point: ingest adds nothing; dedup, classifiers, selection and
+    # export reproduce the same content.
+    cfg_yaml = tmp_path / "pipeline.yaml"
+    cfg_yaml.write_text(yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(cfg)))))
+    capsys.readouterr()
+    assert pipeline_job.main(["--config", str(cfg_yaml), "--no-train"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["status"] == "ok" and again["in"] == 0 and again["kept"] == export["kept"]
+    assert {lang: q["model"] for lang, q in again["quality_models"].items()} == {
+        lang: f"sailyard-quality-{lang}/2" for lang in models}
+    assert again["tables"]["docs_dedup"] == 1 and again["tables"]["docs_curated"] == 1
+    manifest = json.loads((Path(summary["shards"]) / "stage1" / "manifest.json").read_text())
+    assert manifest["digest"] == export["shard_manifest_digest"]
+    assert lake.read_arrow(lake_dir, "docs_curated").num_rows == score["kept"]

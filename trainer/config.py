@@ -53,6 +53,9 @@ class DataArgs:
     global_batch_size: int = 4  # samples per optimizer step; Sailor2: 1024
     split: str = "98,2,0"  # train,validation,test shares of every shard's documents
     num_workers: int = 0  # data loader processes per device; 2–8 on a GPU node
+    # Extra samples Megatron indexes per language beyond its blend share (its default 0.005 is
+    # below one sample on small validation sets, where the blend's rounding asks for one more).
+    dataset_surplus: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,8 @@ def _check_data(d: DataArgs, m: ModelArgs) -> list[str]:
             problems.append(f"data.{key}: must be positive, got {getattr(d, key)}")
     if d.num_workers < 0:
         problems.append(f"data.num_workers: must be 0 or more, got {d.num_workers}")
+    if d.dataset_surplus < 0:
+        problems.append(f"data.dataset_surplus: must be 0 or more, got {d.dataset_surplus}")
     if d.micro_batch_size > 0 and d.global_batch_size % d.micro_batch_size:
         problems.append(f"data.global_batch_size ({d.global_batch_size}) must be a multiple of "
                         f"data.micro_batch_size ({d.micro_batch_size})")

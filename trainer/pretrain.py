@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import math
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -151,6 +152,8 @@ def build_recipe(cfg: TrainConfig, blend: Blend, *, gpu: bool) -> Recipe:
         # Megatron caches its sample index next to the shards unless told otherwise; the lake may
         # be read-only and shared, so the cache lives with the run.
         index_mapping_dir=str(cfg.work_dir / "dataset_index"),
+        # not a PreTrainingDataModule argument: see run()
+        mid_level_dataset_surplus=dataset_surplus(cfg, blend, val_every),
     )
     optimizer = dict(
         optimizer="adam", lr=s.lr, min_lr=s.min_lr, weight_decay=s.weight_decay,
@@ -202,6 +205,23 @@ def build_recipe(cfg: TrainConfig, blend: Blend, *, gpu: bool) -> Recipe:
                   log_dir=cfg.work_dir / "logs" / cfg.name, seed=cfg.seed, resume=resume)
 
 
+def dataset_surplus(cfg: TrainConfig, blend: Blend, val_every: int) -> float:
+    """The sample surplus Megatron indexes per language and split, beyond its blend share.
+
+    Megatron builds ⌈⌈n·w⌉·(1 + surplus)⌉ samples of a language with weight w for a split of n
+    samples, and its blend's rounding may draw up to two more than ⌈n·w⌉. On a big run the
+    configured relative surplus covers that; on a small validation set it is below one sample, so
+    the smallest language's share gets at least two samples of slack (samples index the shards:
+    a larger surplus costs index entries, not data).
+    """
+    d, gbs = cfg.data, cfg.data.global_batch_size
+    train = cfg.schedule.max_steps * gbs
+    val = (cfg.schedule.max_steps // val_every + 1) * cfg.limit_val_batches * gbs  # as NeMo sizes it
+    smallest = min(blend.lang_weights.values(), default=1.0)
+    slack = [2 / math.ceil(n * smallest) for n in (train, val) if n * smallest > 0]
+    return max([d.dataset_surplus, *slack])
+
+
 # --- run ----------------------------------------------------------------------------------------
 
 
@@ -217,7 +237,10 @@ def run(recipe: Recipe, tokenizer: Any, *, mlflow_run_id: str, tracking_uri: str
 
     seed_everything(recipe.seed, verbose=False)
     model = llm.Qwen2Model(llm.Qwen2Config(**recipe.model), tokenizer=tokenizer)
-    data = llm.PreTrainingDataModule(tokenizer=tokenizer, **recipe.data)
+    data_args = dict(recipe.data)
+    surplus = data_args.pop("mid_level_dataset_surplus")
+    data = llm.PreTrainingDataModule(tokenizer=tokenizer, **data_args)
+    data.build_kwargs["mid_level_dataset_surplus"] = surplus  # passed on to GPTDatasetConfig
     optim = MegatronOptimizerModule(config=OptimizerConfig(**recipe.optimizer),
                                     lr_scheduler=WarmupHoldAnnealScheduler(**recipe.scheduler))
     trainer = nl.Trainer(strategy=nl.MegatronStrategy(**recipe.strategy),

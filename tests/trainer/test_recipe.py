@@ -34,6 +34,8 @@ def test_cpu_recipe(tmp_path: Path) -> None:
     assert (recipe.data["seq_length"], recipe.data["micro_batch_size"], recipe.data["global_batch_size"],
             recipe.data["split"], recipe.data["pin_memory"]) == (64, 1, 2, "90,10,0", False)
     assert recipe.data["index_mapping_dir"] == str(tmp_path / "work" / "dataset_index")
+    # 12 validation samples (NeMo: (10 // 5 + 1) · 2 batches · 2); vie's share ⌈3.6⌉ = 4 gets 2 spare
+    assert recipe.data["mid_level_dataset_surplus"] == 0.5
     assert recipe.optimizer["use_distributed_optimizer"] is False
     assert (recipe.optimizer["lr"], recipe.optimizer["min_lr"]) == (1e-4, 1e-5)
     assert recipe.precision == "32"
@@ -116,3 +118,9 @@ def test_a_run_shorter_than_the_validation_interval_still_validates_at_its_end(t
     cfg = TrainConfig(work_dir=tmp_path, val_check_interval=5, schedule=ScheduleArgs(max_steps=3))
     recipe = build_recipe(cfg, blend(tmp_path), gpu=False)
     assert recipe.trainer["val_check_interval"] == recipe.checkpoint["every_n_train_steps"] == 3
+
+
+def test_dataset_surplus_is_the_configured_share_on_a_large_run(tmp_path: Path) -> None:
+    cfg = TrainConfig(name="big", work_dir=tmp_path / "work", schedule=ScheduleArgs(max_steps=20000),
+                      data=DataArgs(global_batch_size=1024, dataset_surplus=0.01))
+    assert build_recipe(cfg, blend(tmp_path), gpu=False).data["mid_level_dataset_surplus"] == 0.01
