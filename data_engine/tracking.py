@@ -146,7 +146,8 @@ def start_run(name: str, *, work_dir: str | Path, kind: str = "job",
     from mlflow.tracking import MlflowClient
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema-migration chatter on first use
-    client = MlflowClient(tracking_uri=tracking_uri(work_dir))
+    uri = tracking_uri(work_dir)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment_id = _experiment_id(client, work_dir)
     parent = parent_run_id or os.environ.get(PARENT_ENV) or None
     tags = {"sailyard.kind": kind, "sailyard.job": name, "mlflow.runName": name}
@@ -211,7 +212,8 @@ def latest_version(work_dir: str | Path, name: str) -> ModelVersion | None:
     """The highest version of registered model `name`, or None when there is none."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri(work_dir))
+    uri = tracking_uri(work_dir)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
         versions = client.search_model_versions(f"name = '{name}'")
     except Exception:
@@ -227,5 +229,8 @@ def download(work_dir: str | Path, model: ModelVersion, dst: str | Path) -> Path
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file floods job logs
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri(work_dir))
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=model.source, dst_path=str(dst)))
+    # Never mlflow.set_tracking_uri: it also exports MLFLOW_TRACKING_URI, which would point every
+    # later job of this process (and its children) at this store.
+    uri = tracking_uri(work_dir)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=model.source, dst_path=str(dst),
+                                                    tracking_uri=uri, registry_uri=uri))

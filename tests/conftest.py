@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
 
 # MLflow goes to each test's own work dir unless a test sets it; never to a user's server.
 os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -35,17 +31,3 @@ def lake_dir(tmp_path: Path) -> str:
     path = tmp_path / "lake"
     path.mkdir()
     return str(path)
-
-
-def spark_submit() -> str:
-    """The venv's spark-submit wrapper (`make venv` installs it), else pyspark's own script."""
-    wrapper = VENV_BIN / "spark-submit"
-    return str(wrapper)
-
-
-def job_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYSPARK_PYTHON"] = sys.executable
-    env["PYSPARK_DRIVER_PYTHON"] = sys.executable
-    env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
-    return env

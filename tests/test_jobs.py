@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, job_env, spark_submit
+from job_helpers import ROOT, job_env, spark_submit
 
 from data_engine import lake, tracking
 from data_engine.sample.corpus import build_sample

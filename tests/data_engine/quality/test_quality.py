@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 from pathlib import Path
 
@@ -98,6 +99,8 @@ def test_selection_keeps_exactly_the_top_percent_per_language(spark, quality_lak
         train_quality_job(spark, lake_dir, lang, positives[lang], QualityTrainConfig(max_negatives=120, epoch=25))
     cfg = QualityScoreConfig(keep_percent=10, keep_percent_by_lang={"ind": 25})
     summary = score_quality_job(spark, lake_dir, cfg)
+    # Fetching the models must not point this process's later jobs at this store.
+    assert "MLFLOW_TRACKING_URI" not in os.environ
     n = {lang: sum(1 for r in rows if r[1] == lang) for lang in ("tha", "ind", "lao")}
     assert summary["by_lang"]["tha"]["kept"] == math.ceil(0.10 * n["tha"])
     assert summary["by_lang"]["ind"]["kept"] == math.ceil(0.25 * n["ind"])
