@@ -43,6 +43,16 @@ class ScoreResult:
     cuts: dict[str, float] = field(default_factory=dict)
 
 
+def _file_digest(path: Path) -> str:
+    import xxhash
+
+    h = xxhash.xxh3_64()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _fetch_models(spark: Any, lake_dir: str, langs: list[str],
                   cfg: QualityScoreConfig) -> dict[str, tuple[str, str, int]]:
     """lang → (file name shipped with addFile, "<model>/<version>", max_chars)."""
@@ -56,7 +66,10 @@ def _fetch_models(spark: Any, lake_dir: str, langs: list[str],
         if version is None:
             continue
         local = tracking.download(work_dir, version, staging / f"{lang}-v{version.version}")
-        shipped = staging / f"quality-{lang}-v{version.version}.bin"
+        # Named by content: a long-lived session may score several lakes whose registries both hold a
+        # "v1" for this language, and Spark refuses a second, different file under a shipped name.
+        digest = _file_digest(local / MODEL_FILE)
+        shipped = staging / f"quality-{lang}-v{version.version}-{digest}.bin"
         shutil.copy(local / MODEL_FILE, shipped)
         meta = json.loads((local / META_FILE).read_text())
         spark.sparkContext.addFile(str(shipped))

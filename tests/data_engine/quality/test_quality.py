@@ -122,3 +122,20 @@ def test_selection_keeps_exactly_the_top_percent_per_language(spark, quality_lak
     drops = [r for r in lake.read_arrow(lake_dir, "drops").to_pylist() if r["stage"] == "quality"]
     assert len(drops) == strict["dropped"]
     assert {r["reason"] for r in drops if r["lang"] == "lao"} == {"no_quality_model"}
+
+
+def test_one_session_scores_lakes_whose_registries_reuse_a_version_number(spark, quality_lake, tmp_path):
+    """Two lakes, each with its own `sailyard-quality-tha/1` of different content, one Spark session."""
+    lake_dir, positives, rows = quality_lake
+    other = tmp_path / "other" / "lake"
+    other.parent.mkdir()
+    for target, seed in ((lake_dir, 13), (str(other), 14)):
+        if target != lake_dir:
+            for table in ("docs_clean", "docs_dedup"):
+                lake.write_table(lake.read_table(spark, lake_dir, table).df, str(other), table, mode="error")
+        train = train_quality_job(spark, target, "tha", positives["tha"],
+                                  QualityTrainConfig(max_negatives=120, epoch=25, seed=seed))
+        assert train["model"] == "sailyard-quality-tha/1"
+        summary = score_quality_job(spark, target, QualityScoreConfig(keep_percent=50))
+        assert summary["models"] == {"tha": "sailyard-quality-tha/1"}
+        assert summary["in"] == len(rows)
