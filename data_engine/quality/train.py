@@ -38,8 +38,10 @@ class TrainResult:
 
 
 def read_positives(path: str | Path, limit: int, seed: int) -> list[str]:
-    """Texts from a .jsonl/.json(.gz) file (field `text`), a .txt file (one document per line), a
-    Parquet file (column `text`), or a directory of those. A reproducible sample of `limit`."""
+    """Texts from a .jsonl/.json/.ndjson(.gz) file (field `text`; other records skipped), a .txt(.gz)
+    file (one document per line), a Parquet file (column `text`), or a directory of those (other
+    files ignored). A reproducible sample of `limit`; unreadable input is an InputError naming the
+    file and line."""
     import gzip
 
     root = Path(path)
@@ -50,21 +52,37 @@ def read_positives(path: str | Path, limit: int, seed: int) -> list[str]:
     for file in files:
         name = file.name.lower()
         if name.endswith(".parquet"):
+            import pyarrow as pa
             import pyarrow.parquet as pq
 
-            texts += [t for t in pq.read_table(file, columns=["text"]).column("text").to_pylist() if t]
+            try:
+                column = pq.read_table(file, columns=["text"]).column("text")
+            except (pa.ArrowException, KeyError, OSError) as exc:
+                raise InputError(f"positives file {file}: cannot read a `text` column ({exc})") from exc
+            texts += [t for t in column.to_pylist() if isinstance(t, str) and t.strip()]
             continue
+        known = (".jsonl", ".json", ".ndjson", ".txt", ".jsonl.gz", ".json.gz", ".ndjson.gz", ".txt.gz")
+        if root.is_dir() and not name.endswith(known):
+            continue  # README.md, _SUCCESS, .crc files beside the data
+        is_json = ".json" in name or ".ndjson" in name
         opener = gzip.open if name.endswith(".gz") else open
-        with opener(file, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
-            for line in handle:
-                if not line.strip():
-                    continue
-                if ".json" in name:
-                    value = json.loads(line).get("text")
+        try:
+            with opener(file, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
+                for line_no, line in enumerate(handle, 1):
+                    if not line.strip():
+                        continue
+                    if not is_json:
+                        texts.append(line.rstrip("\n"))
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise InputError(f"positives file {file}, line {line_no}: not JSON ({exc.msg})") from exc
+                    value = record.get("text") if isinstance(record, dict) else None
                     if isinstance(value, str) and value.strip():
                         texts.append(value)
-                else:
-                    texts.append(line.rstrip("\n"))
+        except (UnicodeDecodeError, OSError, EOFError) as exc:
+            raise InputError(f"positives file {file}: unreadable ({exc})") from exc
     if not texts:
         raise InputError(f"no positive texts found in {root}")
     random.Random(seed).shuffle(texts)

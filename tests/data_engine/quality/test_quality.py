@@ -15,9 +15,10 @@ from sklearn.metrics import roc_auc_score
 
 from data_engine import lake, tracking
 from data_engine.config import QualityScoreConfig, QualityTrainConfig
+from data_engine.errors import InputError
 from data_engine.quality.features import fasttext_lines
 from data_engine.quality.job import score_quality_job, train_quality_job
-from data_engine.quality.train import MODEL_FILE, score_texts
+from data_engine.quality.train import MODEL_FILE, read_positives, score_texts
 from data_engine.sample.corpus import load_udhr
 
 SCHEMA = "doc_id string, lang string, text string"
@@ -45,6 +46,33 @@ def test_spaceless_text_becomes_grapheme_tokens_and_spaced_text_words():
     assert thai.split() == ["ที่", "นี่", "ดี"]  # consonant + vowel + tone mark stay one token
     assert khmer.split() == ["ខ្មែ", "រ"]  # a Khmer subscript stack is one cluster
     assert eng == "hello world again"
+
+
+def test_positives_from_every_format_and_clear_errors_for_bad_ones(tmp_path):
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "pos"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text('{"text": "one"}\n\n{"text": ""}\n[1, 2]\n{"other": 1}\n', encoding="utf-8")
+    with gzip.open(folder / "b.json.gz", "wt", encoding="utf-8") as handle:
+        handle.write('{"text": "two"}\n')
+    (folder / "c.txt").write_text("three\nfour\n", encoding="utf-8")
+    pq.write_table(pa.table({"text": ["five", None]}), folder / "d.parquet")
+    (folder / "README.md").write_text("not data", encoding="utf-8")
+    assert sorted(read_positives(folder, 100, 1)) == ["five", "four", "one", "three", "two"]
+    assert len(read_positives(folder, 3, 1)) == 3 and read_positives(folder, 3, 1) == read_positives(folder, 3, 1)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{"text": broken\n', encoding="utf-8")
+    with pytest.raises(InputError, match="line 2: not JSON"):
+        read_positives(bad, 10, 1)
+    pq.write_table(pa.table({"body": ["x"]}), tmp_path / "wrong.parquet")
+    with pytest.raises(InputError, match="text"):
+        read_positives(tmp_path / "wrong.parquet", 10, 1)
+    with pytest.raises(InputError, match="does not exist"):
+        read_positives(tmp_path / "missing", 10, 1)
 
 
 @pytest.fixture()
