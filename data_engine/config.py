@@ -351,8 +351,9 @@ class CleanConfig:
 
 @dataclass(frozen=True)
 class QualityTrainConfig:
-    negatives_table: str = "docs_clean"
-    """Negatives are sampled from this table's documents of the language (Sailor2: the raw web)."""
+    negatives_table: str | None = None
+    """Negatives are sampled from this table's documents of the language (Sailor2: the raw web);
+    default: docs_clean, else docs_raw."""
     max_positives: int = 10000
     """Sailor2 used about 10K positives per language."""
     max_negatives: int = 10000
@@ -386,7 +387,8 @@ class QualityTrainConfig:
 
 @dataclass(frozen=True)
 class QualityScoreConfig:
-    input_table: str = "docs_dedup"
+    input_table: str | None = None
+    """The table scored (a pinned version); default: docs_dedup, else docs_clean."""
     keep_percent: float = 20.0
     """Top share of each language's documents kept (Sailor2: 10–20%)."""
     keep_percent_by_lang: dict[str, float] = field(default_factory=dict)

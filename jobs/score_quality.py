@@ -2,7 +2,7 @@
 
     spark-submit jobs/score_quality.py --lake <dir> [--config YAML] [--input-version N] [--keep-percent P]
 
-Reads a pinned version of `docs_dedup`, writes `docs_scored` (`quality_score`, `quality_model`),
+Reads a pinned version of `docs_dedup` (else `docs_clean`), writes `docs_scored` (`quality_score`, `quality_model`),
 `docs_curated` (each language's top p%, exact) and `drops` rows (stage `quality`) for the rest.
 """
 

@@ -21,7 +21,7 @@ from data_engine import lake, tracking
 from data_engine.config import QualityScoreConfig
 from data_engine.dedup.base import DROPS_COLUMNS
 from data_engine.quality.train import META_FILE, MODEL_FILE
-from data_engine.tables import DOCS_CURATED, DOCS_SCORED, DROPS
+from data_engine.tables import DOCS_CLEAN, DOCS_CURATED, DOCS_DEDUP, DOCS_SCORED, DROPS
 
 STAGE = "quality"
 REASON = "below_quality_cutoff"
@@ -41,6 +41,13 @@ class ScoreResult:
     tables: dict[str, int] = field(default_factory=dict)
     histograms: dict[str, list[int]] = field(default_factory=dict)
     cuts: dict[str, float] = field(default_factory=dict)
+
+
+def keep_count(n: int, percent: float) -> int:
+    """⌈percent · n / 100⌉, exactly: 64.4 % of 250 is 161, not the 162 float arithmetic gives."""
+    from fractions import Fraction
+
+    return math.ceil(Fraction(str(percent)) * n / 100)
 
 
 def _file_digest(path: Path) -> str:
@@ -116,10 +123,11 @@ def score_and_select(spark: Any, lake_dir: str, cfg: QualityScoreConfig = Qualit
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    source = lake.read_table(spark, lake_dir, cfg.input_table, version=input_version)
+    table = cfg.input_table or lake.first_existing(lake_dir, (DOCS_DEDUP, DOCS_CLEAN), purpose="score")
+    source = lake.read_table(spark, lake_dir, table, version=input_version)
     if run is not None:
         run.table_read(source.name, source.path, source.version)
-    result = ScoreResult(cfg.input_table, source.version)
+    result = ScoreResult(table, source.version)
     base_scored, base_curated = lake.table_version(lake_dir, DOCS_SCORED), lake.table_version(lake_dir, DOCS_CURATED)
     base_drops = lake.table_version(lake_dir, DROPS)
     columns = [c for c in source.df.columns if c not in ("quality_score", "quality_model")]
@@ -131,7 +139,7 @@ def score_and_select(spark: Any, lake_dir: str, cfg: QualityScoreConfig = Qualit
     scored = (source.df.select(*columns).mapInPandas(_score_partitions(models, columns), schema)
               .persist(StorageLevel.MEMORY_AND_DISK))
     try:
-        meta = {"job": "score_quality", "input": f"{cfg.input_table}@v{source.version}",
+        meta = {"job": "score_quality", "input": f"{table}@v{source.version}",
                 "mlflow_run_id": getattr(run, "run_id", "")}
         written = lake.write_table(scored, lake_dir, DOCS_SCORED, mode="overwrite", sort_by=("doc_id",),
                                    base_version=base_scored, metadata=meta)
@@ -139,7 +147,7 @@ def score_and_select(spark: Any, lake_dir: str, cfg: QualityScoreConfig = Qualit
         keep = {}
         for lang, n in counts.items():
             if lang in models:
-                keep[lang] = math.ceil(cfg.percent(lang) * n / 100)
+                keep[lang] = keep_count(n, cfg.percent(lang))
             else:
                 keep[lang] = n if cfg.without_model == "keep" else 0
         keep_df = F.broadcast(spark.createDataFrame([(lang, k, counts[lang]) for lang, k in sorted(keep.items())],

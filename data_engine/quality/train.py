@@ -21,6 +21,7 @@ from data_engine import lake
 from data_engine.config import QualityTrainConfig
 from data_engine.errors import ConfigError, InputError
 from data_engine.quality.features import LABEL_HIGH, LABEL_LOW, fasttext_lines
+from data_engine.tables import DOCS_CLEAN, DOCS_RAW
 
 MODEL_FILE = "quality.bin"
 META_FILE = "meta.json"
@@ -132,12 +133,14 @@ def train_quality(spark: Any, lake_dir: str, lang: str, positives_path: str | Pa
     import fasttext
 
     positives = read_positives(positives_path, cfg.max_positives, cfg.seed)
-    negatives, version = sample_negatives(spark, lake_dir, cfg.negatives_table, lang, cfg.max_negatives, cfg.seed)
+    table = cfg.negatives_table or lake.first_existing(lake_dir, (DOCS_CLEAN, DOCS_RAW),
+                                                       purpose="sample negatives from")
+    negatives, version = sample_negatives(spark, lake_dir, table, lang, cfg.max_negatives, cfg.seed)
     if min(len(negatives), len(positives)) < max(2, cfg.min_examples):
         raise ConfigError(f"quality classifier for {lang!r} needs at least {max(2, cfg.min_examples)} positives and "
                           f"as many negatives (quality.min_examples); got "
                           f"{len(positives)} positives and {len(negatives)} negatives from "
-                          f"{cfg.negatives_table} v{version}")
+                          f"{table} v{version}")
     pos_train, pos_test = _split(positives, cfg.holdout, cfg.seed)
     neg_train, neg_test = _split(negatives, cfg.holdout, cfg.seed + 1)
     model_dir = Path(out_dir or tempfile.mkdtemp(prefix=f"quality-{lang}-"))
@@ -158,5 +161,5 @@ def train_quality(spark: Any, lake_dir: str, lang: str, positives_path: str | Pa
                     "test_positives": len(pos_test), "test_negatives": len(neg_test)})
     (model_dir / META_FILE).write_text(json.dumps({
         "lang": lang, "labels": [LABEL_HIGH, LABEL_LOW], "max_chars": cfg.max_chars, "metrics": metrics,
-        "negatives": f"{cfg.negatives_table}@v{version}", "positives": str(positives_path)}, indent=2))
-    return TrainResult(lang, len(positives), len(negatives), metrics, model_dir, cfg.negatives_table, version)
+        "negatives": f"{table}@v{version}", "positives": str(positives_path)}, indent=2))
+    return TrainResult(lang, len(positives), len(negatives), metrics, model_dir, table, version)

@@ -15,9 +15,10 @@ from sklearn.metrics import roc_auc_score
 
 from data_engine import lake, tracking
 from data_engine.config import QualityScoreConfig, QualityTrainConfig
-from data_engine.errors import InputError
+from data_engine.errors import InputError, TableNotFoundError
 from data_engine.quality.features import fasttext_lines
 from data_engine.quality.job import score_quality_job, train_quality_job
+from data_engine.quality.score import keep_count
 from data_engine.quality.train import MODEL_FILE, read_positives, score_texts
 from data_engine.sample.corpus import load_udhr
 
@@ -46,6 +47,12 @@ def test_spaceless_text_becomes_grapheme_tokens_and_spaced_text_words():
     assert thai.split() == ["ที่", "นี่", "ดี"]  # consonant + vowel + tone mark stay one token
     assert khmer.split() == ["ខ្មែ", "រ"]  # a Khmer subscript stack is one cluster
     assert eng == "hello world again"
+
+
+def test_keep_count_is_the_exact_ceiling():
+    assert keep_count(250, 64.4) == 161  # float: 64.4 * 250 / 100 = 161.00000000000003
+    assert keep_count(10, 20) == 2 and keep_count(11, 20) == 3 and keep_count(1, 0.5) == 1
+    assert keep_count(0, 20) == 0 and keep_count(7, 100) == 7
 
 
 def test_positives_from_every_format_and_clear_errors_for_bad_ones(tmp_path):
@@ -167,3 +174,18 @@ def test_one_session_scores_lakes_whose_registries_reuse_a_version_number(spark,
         summary = score_quality_job(spark, target, QualityScoreConfig(keep_percent=50))
         assert summary["models"] == {"tha": "sailyard-quality-tha/1"}
         assert summary["in"] == len(rows)
+
+
+def test_without_dedup_the_clean_table_is_scored(spark, lake_dir, tmp_path):
+    rng = random.Random(5)
+    paragraphs = [p for s in load_udhr("vie") for p in s]
+    positives = tmp_path / "vie.txt"
+    positives.write_text("\n".join(p.replace("\n", " ") for p in paragraphs[:30]), encoding="utf-8")
+    rows = [(f"j{i:02d}", "vie", t) for i, t in enumerate(junk(rng, "vie", 30))]
+    lake.write_table(spark.createDataFrame(rows, SCHEMA), lake_dir, "docs_clean", mode="error")
+    with pytest.raises(TableNotFoundError, match="docs_dedup, docs_clean"):
+        score_quality_job(spark, str(tmp_path / "empty" / "lake"))
+    train = train_quality_job(spark, lake_dir, "vie", str(positives), QualityTrainConfig(epoch=25))
+    assert train["tables_read"] == {"docs_clean": 0}
+    summary = score_quality_job(spark, lake_dir)
+    assert summary["tables_read"] == {"docs_clean": 0} and summary["kept"] == math.ceil(0.2 * len(rows))
