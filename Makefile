@@ -11,7 +11,7 @@ CLUSTER_DIR := .cluster
 # The CPU build of torch 2.13.0 lies on disk on our machines; elsewhere PyTorch's CPU index has it.
 TORCH_SOURCE := $(if $(wildcard /opt/wheels/torch-*.whl),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
 
-.PHONY: venv demo test ui cluster-up cluster-down lint clean bench-dedup bench-lid lock
+.PHONY: venv demo test ui cluster-up cluster-down lint clean bench-dedup bench-lid bench-curation lock
 
 venv: $(STAMP)
 
@@ -64,6 +64,10 @@ bench-dedup: venv $(PEERS)/.installed
 # Language identification accuracy per language on the shipped real text.
 bench-lid: venv
 	$(BIN)/python bench/lid.py
+
+# Clean, quality training and scoring throughput on web-like pages.
+bench-curation: venv
+	$(BIN)/python bench/curation.py
 
 lint: venv
 	$(BIN)/ruff check data_engine jobs trainer eval tests bench
