@@ -330,9 +330,25 @@ class CleanConfig:
     lid: LidConfig = field(default_factory=LidConfig)
 
     def __post_init__(self) -> None:
+        from data_engine.langs import normalize_lang
+
         known = {f.name for f in dataclasses.fields(RuleThresholds)}
-        problems = [f"clean.rules.{section}.{key}: unknown threshold (known: {', '.join(sorted(known))})"
-                    for section, values in self.rules.items() for key in (values or {}) if key not in known]
+        problems = []
+        for section, values in self.rules.items():
+            if section != "default" and normalize_lang(section) != section:
+                problems.append(f"clean.rules.{section}: not a language code as tables store it "
+                                f"(ISO 639-3, e.g. tha, vie, zsm; or 'default')")
+            if not isinstance(values, Mapping):
+                problems.append(f"clean.rules.{section}: expected a mapping of thresholds")
+                continue
+            for key, value in values.items():
+                if key not in known:
+                    problems.append(f"clean.rules.{section}.{key}: unknown threshold "
+                                    f"(known: {', '.join(sorted(known))})")
+                elif key == "drop_lorem_ipsum" and not isinstance(value, bool):
+                    problems.append(f"clean.rules.{section}.{key}: expected true or false, got {value!r}")
+                elif key != "drop_lorem_ipsum" and (isinstance(value, bool) or not isinstance(value, int | float)):
+                    problems.append(f"clean.rules.{section}.{key}: expected a number, got {value!r}")
         if problems:
             raise ConfigError("; ".join(problems))
 

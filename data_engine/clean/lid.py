@@ -18,7 +18,7 @@ from typing import Any
 
 from data_engine.config import LidConfig
 from data_engine.errors import ConfigError
-from data_engine.langs import UNKNOWN, normalize_lang
+from data_engine.langs import LANGS, UNKNOWN, normalize_lang
 
 REASON_MISMATCH = "lid_mismatch"
 
@@ -54,7 +54,15 @@ def predict(texts: Sequence[str], cfg: LidConfig = LidConfig()) -> list[tuple[st
             except pycld2.error:
                 reliable, details = False, ()
             if reliable and details and details[0][1] not in ("un", "xx"):
-                code, score = normalize_lang(details[0][1]), max(score, details[0][2] / 100.0)
+                # CLD2's number is the share of the text in that language, not a probability: an
+                # answer of CLD2 alone counts as at most `cld2_below` sure (enough to label an
+                # unlabelled document, never enough to overrule a given label); agreeing with
+                # lid.176 it may raise the score.
+                second, share = normalize_lang(details[0][1]), details[0][2] / 100.0
+                if second == code:
+                    score = max(score, share)
+                else:
+                    code, score = second, min(share, cfg.cld2_below)
         out.append((code, round(score, 4)))
     return out
 
@@ -72,6 +80,10 @@ def decide(given: str, predicted: str, score: float, cfg: LidConfig) -> Decision
             return Decision(predicted, None)
         return Decision(given, None)
     if predicted in (given, UNKNOWN) or score < cfg.mismatch_score or _confusable(given, predicted, cfg):
+        return Decision(given, None)
+    if given not in LANGS and predicted not in LANGS:
+        # Outside our 15 languages the codes are not comparable: ingest keeps a tag's own code
+        # ('jpn', 'fra'), lid.176 answers ISO 639-1 ('ja', 'fr'). Not evidence of a mismatch.
         return Decision(given, None)
     if cfg.on_mismatch == "drop":
         return Decision(given, REASON_MISMATCH)

@@ -39,6 +39,9 @@ class CleanResult:
 
 
 def _prepare_partitions(cfg: CleanConfig, columns: list[str]) -> Any:
+    # the largest max_units of any language: above it a document is too long everywhere
+    max_units = max(cfg.thresholds(lang).max_units for lang in (*LANGS, "default", *cfg.rules))
+
     def prepare(batches: Iterator[Any]) -> Iterator[Any]:
         from data_engine.clean.lid import decide, predict
         from data_engine.clean.normalize import clean_text
@@ -48,7 +51,7 @@ def _prepare_partitions(cfg: CleanConfig, columns: list[str]) -> Any:
             if pdf.empty:
                 continue
             texts = [clean_text(t) for t in pdf["text"]]
-            stats = batch_stats(texts)
+            stats = batch_stats(texts, max_units)
             given = [g if g else UNKNOWN for g in pdf["lang"]]
             preds = predict(texts, cfg.lid) if cfg.lid.enabled else [(UNKNOWN, 0.0)] * len(texts)
             decisions = [decide(g, p, s, cfg.lid) if cfg.lid.enabled else None
@@ -83,7 +86,8 @@ def clean(spark: Any, lake_dir: str, cfg: CleanConfig = CleanConfig(), *, input_
               + ", lang_given string, lang_pred string, lid_score double, _lid_reason string, "
               + ", ".join(f"_s_{n} double" for n in STAT_NAMES))
     prepared = df.select(*columns).mapInPandas(_prepare_partitions(cfg, columns), schema)
-    checked = with_thresholds(prepared, thresholds_frame(spark, cfg, LANGS))
+    sections = (*LANGS, *(k for k in cfg.rules if k != "default"))  # languages with their own thresholds
+    checked = with_thresholds(prepared, thresholds_frame(spark, cfg, sections))
     heuristic, heuristic_detail = first_failure()
     empty = F.length(F.trim("text")) == 0
     reason = F.when(empty, F.lit(REASON_EMPTY)).when(F.col("_lid_reason").isNotNull(), F.col("_lid_reason")) \

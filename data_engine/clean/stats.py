@@ -34,6 +34,18 @@ def _units(text: str, spaceless: bool) -> list[str]:
     return text.split()
 
 
+def _repeats(lines: list[str]) -> list[str]:
+    """Lines that occurred earlier in the document (the first occurrence is not a repeat)."""
+    seen: set[str] = set()
+    out = []
+    for line in lines:
+        if line in seen:
+            out.append(line)
+        else:
+            seen.add(line)
+    return out
+
+
 def _ngram_stats(tokens: list[str], n_top: int, n_dup: int) -> tuple[float, float]:
     """(share of characters in the most frequent n_top-gram, share in duplicated n_dup-grams)."""
     total = sum(len(t) for t in tokens)
@@ -45,16 +57,20 @@ def _ngram_stats(tokens: list[str], n_top: int, n_dup: int) -> tuple[float, floa
         gram, count = grams.most_common(1)[0]
         if count > 1:
             top = count * sum(len(t) for t in gram) / total
-    dup = 0.0
-    if len(tokens) >= n_dup:
-        grams = [tuple(tokens[i:i + n_dup]) for i in range(len(tokens) - n_dup + 1)]
-        counts = Counter(grams)
-        covered = [False] * len(tokens)
-        for i, g in enumerate(grams):
-            if counts[g] > 1:
-                for j in range(i, i + n_dup):
-                    covered[j] = True
-        dup = sum(len(t) for t, c in zip(tokens, covered, strict=True) if c) / total
+    # Gopher / datatrove `find_all_duplicate`: walk the n-grams; one seen before counts its
+    # characters and the walk jumps past it, so a repeat is counted once and the first occurrence
+    # never (the thresholds were set on this definition).
+    seen: set[tuple[str, ...]] = set()
+    repeated, i = 0, 0
+    while i < len(tokens) - n_dup + 1:
+        gram = tuple(tokens[i:i + n_dup])
+        if gram in seen:
+            repeated += sum(len(t) for t in gram)
+            i += n_dup
+        else:
+            seen.add(gram)
+            i += 1
+    dup = repeated / total
     return top, dup
 
 
@@ -62,18 +78,21 @@ def _ngram_stats(tokens: list[str], n_top: int, n_dup: int) -> tuple[float, floa
 _CHARS_PER_WORD = {1: 3, 2: 3, 3: 4, 4: 5, 5: 2}  # thai, lao, khmer, myanmar, han
 
 
-def document_stats(text: str, spaceless: bool, chars_per_word: int = 3) -> dict[str, float]:
+def document_stats(text: str, spaceless: bool, chars_per_word: int = 3,
+                   max_units: float | None = None) -> dict[str, float]:
+    """The statistics of one document. Above `max_units` units the document is `too_long` whatever
+    else it measures, so the n-gram statistics (memory in proportion to the text) are skipped."""
     lines = [ln for ln in text.split("\n") if ln.strip()]
     chars = sum(len(ln) for ln in lines) or 1
     units = _units(text, spaceless)
     n_units = len(units) or 1
-    line_counts = Counter(lines)
-    dup_lines = [ln for ln in lines if line_counts[ln] > 1]
+    dup_lines = _repeats(lines)
     non_space = sum(1 for c in text if not c.isspace()) or 1
     words = _WORD.findall(text.lower())
     top_n, dup_n = (2 * chars_per_word, 5 * chars_per_word) if spaceless else (2, 5)
     tokens = units if spaceless else words
-    top2, dup5 = _ngram_stats(tokens, top_n, dup_n)
+    too_long = max_units is not None and len(units) > max_units
+    top2, dup5 = (0.0, 0.0) if too_long else _ngram_stats(tokens, top_n, dup_n)
     return {
         "units": float(len(units)),
         "mean_line_chars": chars / max(len(lines), 1),
@@ -92,8 +111,9 @@ def document_stats(text: str, spaceless: bool, chars_per_word: int = 3) -> dict[
     }
 
 
-def batch_stats(texts: Sequence[str]) -> list[dict[str, Any]]:
+def batch_stats(texts: Sequence[str], max_units: float | None = None) -> list[dict[str, Any]]:
     from data_engine.dedup.shingles import dominant_spaceless_script
 
     scripts = dominant_spaceless_script(texts)
-    return [document_stats(t, bool(s), _CHARS_PER_WORD.get(int(s), 3)) for t, s in zip(texts, scripts, strict=True)]
+    return [document_stats(t, bool(s), _CHARS_PER_WORD.get(int(s), 3), max_units)
+            for t, s in zip(texts, scripts, strict=True)]

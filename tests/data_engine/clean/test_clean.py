@@ -40,6 +40,10 @@ def test_lid_decisions():
     assert decide("zsm", "ind", 0.99, cfg) .lang == "zsm"  # confusable: the label stands
     assert decide("eng", "tha", 0.99, LidConfig(on_mismatch="relabel")).lang == "tha"
     assert predict([""])[0] == ("und", 0.0)
+    # outside the 15 languages codes differ (ingest keeps 'jpn', lid.176 says 'ja'): not a mismatch
+    assert decide("jpn", "ja", 0.99, cfg).reason is None
+    assert decide("jpn", "tha", 0.99, cfg).reason == "lid_mismatch"
+    assert decide("tha", "ja", 0.99, cfg).reason == "lid_mismatch"
 
 
 def test_clean_stage_normalises_relabels_drops_and_reruns_identically(spark, lake_dir):

@@ -23,6 +23,37 @@ def test_normalisation():
     raw = "Caf\u0065\u0301\u00a0au\tlait\u200b!\r\n\n\n\n  ภาษา\u200bไทย  \x07\ufeff"
     assert clean_text(raw) == "Café au lait!\n\nภาษาไทย"
     assert clean_text("a\u200db") == "a\u200db"  # ZWJ stays
+    # other line-break conventions break lines instead of gluing words
+    assert clean_text("Hello\rWorld\x0cNext page\x85end\u2028x") == "Hello\nWorld\nNext page\nend\nx"
+    # NFC after removals: a soft hyphen between a letter and its combining accent
+    assert clean_text("e\u00ad\u0301") == "\u00e9"
+
+
+def test_repetition_counts_repeats_not_first_occurrences():
+    """Gopher / datatrove definitions, on which the FineWeb-2 thresholds were set."""
+    lines = ["Site header", *ENG.split("\n")[:3], "Site header"]
+    s = stats("\n".join(lines))
+    assert s["dup_line_frac"] == pytest.approx(1 / 5)  # one repeat among five lines
+    assert s["dup_line_char_frac"] == pytest.approx(len("Site header") / sum(len(ln) for ln in lines))
+    assert stats("one two three four five six seven eight nine ten")["dup_5gram_frac"] == 0
+    twice = stats("one two three four five. one two three four five.")["dup_5gram_frac"]
+    assert twice == pytest.approx(len("onetwothreefourfive") / (2 * len("onetwothreefourfive")))
+
+
+def test_statistics_of_a_huge_document_skip_the_ngram_tables():
+    huge = "ก" * 200_000
+    assert batch_stats([huge], max_units=100_000)[0]["top_2gram_frac"] == 0.0  # too_long decides
+    assert batch_stats(["กข" * 500], max_units=100_000)[0]["top_2gram_frac"] > 0.9
+
+
+def test_rule_sections_are_validated():
+    from data_engine.errors import ConfigError
+
+    assert CleanConfig(rules={"fra": {"min_units": 20}}).thresholds("fra").min_units == 20
+    for bad in ({"thai": {"min_units": 20}}, {"tha": {"min_units": None}}, {"tha": {"drop_lorem_ipsum": "no"}},
+                {"tha": {"min_unit": 20}}, {"tha": 5}):
+        with pytest.raises(ConfigError):
+            CleanConfig(rules=bad)
 
 
 @pytest.mark.parametrize(("stat", "bad", "good"), [
