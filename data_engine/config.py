@@ -393,8 +393,8 @@ class QualityTrainConfig:
     fewer clean documents (its documents are then kept or dropped as `score.without_model` says)."""
 
     def __post_init__(self) -> None:
-        if not 0 < self.holdout < 1:
-            raise ConfigError(f"quality.holdout must be in (0, 1), got {self.holdout}")
+        if not 0 < self.holdout <= 0.5:
+            raise ConfigError(f"quality.holdout must be in (0, 0.5], got {self.holdout}")
         for name in ("max_positives", "max_negatives", "epoch", "dim", "word_ngrams", "bucket", "max_chars",
                      "min_examples"):
             if getattr(self, name) < 1:
@@ -414,9 +414,14 @@ class QualityScoreConfig:
     registry_prefix: str = "sailyard-quality"
 
     def __post_init__(self) -> None:
+        from data_engine.langs import normalize_lang
+
         for lang, p in {"*": self.keep_percent, **self.keep_percent_by_lang}.items():
-            if not 0 < p <= 100:
-                raise ConfigError(f"quality keep percent for {lang} must be in (0, 100], got {p}")
+            if lang != "*" and normalize_lang(lang) != lang:
+                raise ConfigError(f"score.keep_percent_by_lang: {lang!r} is not a language code as tables store it "
+                                  f"(ISO 639-3, e.g. tha, vie, zsm)")
+            if isinstance(p, bool) or not isinstance(p, int | float) or not 0 < p <= 100:
+                raise ConfigError(f"quality keep percent for {lang} must be in (0, 100], got {p!r}")
 
     def percent(self, lang: str) -> float:
         return self.keep_percent_by_lang.get(lang, self.keep_percent)

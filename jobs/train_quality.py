@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> dict:
         from data_engine.config import QualityTrainConfig, section
+        from data_engine.errors import ConfigError
         from data_engine.langs import normalize_lang
         from data_engine.quality.job import train_quality_job
         from data_engine.spark import get_spark
@@ -43,8 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {k: getattr(args, k) for k in ("negatives_table", "max_positives", "max_negatives", "epoch", "seed")
                      if getattr(args, k) is not None}
         cfg = dataclasses.replace(cfg, **overrides)
-        return train_quality_job(get_spark("sailyard-train-quality"), args.lake, normalize_lang(args.lang),
-                                 args.positives, cfg)
+        lang = normalize_lang(args.lang)
+        if lang == "und" or not lang.isalpha():
+            raise ConfigError(f"--lang {args.lang!r}: not a language code (e.g. tha, th, vie, zsm, ms)")
+        return train_quality_job(get_spark("sailyard-train-quality"), args.lake, lang, args.positives, cfg)
 
     from data_engine.jobrun import run_job
 

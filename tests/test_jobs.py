@@ -117,6 +117,9 @@ def test_quality_jobs_via_spark_submit_train_register_score_and_select(spark, tm
     assert s["kept"] == math.ceil(0.15 * len(rows)) and s["in"] == s["kept"] + s["dropped"] == len(rows)
     curated = {r["doc_id"] for r in lake.read_arrow(lake_dir, "docs_curated").to_pylist()}
     assert sum(d.startswith("r") for d in curated) >= len(curated) - 1  # the real paragraphs come first
+    unknown = submit(["jobs/train_quality.py", "--lake", str(lake_dir), "--lang", "Thai", "--positives",
+                      str(positives)])
+    assert unknown.returncode == 2 and "not a language code" in unknown.stdout + unknown.stderr
     bad = submit(["jobs/score_quality.py", "--lake", str(lake_dir), "--keep-percent", "0"])
     assert bad.returncode != 0 and "keep percent" in bad.stdout + bad.stderr
 

@@ -88,9 +88,8 @@ def _score_partitions(models: dict[str, tuple[str, str, int]], columns: list[str
     def score(batches: Iterator[Any]) -> Iterator[Any]:
         from pyspark import SparkFiles
 
-        from data_engine.quality.train import score_texts
+        from data_engine.quality.train import load_model, score_texts
 
-        loaded: dict[str, Any] = {}
         for pdf in batches:
             if pdf.empty:
                 continue
@@ -100,13 +99,9 @@ def _score_partitions(models: dict[str, tuple[str, str, int]], columns: list[str
                 if lang not in models:
                     continue
                 file_name, model_name, max_chars = models[lang]
-                if file_name not in loaded:
-                    import fasttext
-
-                    fasttext.FastText.eprint = lambda *args, **kwargs: None
-                    loaded[file_name] = fasttext.load_model(SparkFiles.get(file_name))
+                model = load_model(SparkFiles.get(file_name))  # once per Python worker
                 positions = [pdf.index.get_loc(i) for i in index]
-                values = score_texts(loaded[file_name], [pdf["text"].iat[p] for p in positions], max_chars)
+                values = score_texts(model, [pdf["text"].iat[p] for p in positions], max_chars)
                 for p, v in zip(positions, values, strict=True):
                     scores[p], names[p] = round(v, 6), model_name
             out = pdf[columns].copy()
@@ -117,10 +112,43 @@ def _score_partitions(models: dict[str, tuple[str, str, int]], columns: list[str
     return score
 
 
+def _ranks_within_language(spark: Any, scored: Any) -> Any:
+    """(doc_id, _rank): 1 for the best-scoring document of its language, ties by doc_id, unscored last.
+
+    A window over each language would sort a whole language — text included — in one task. Instead
+    a narrow (lang, score, doc_id) projection is range-partitioned and sorted across all tasks;
+    each row's position in its sorted partition is `monotonically_increasing_id` minus the
+    partition's first id, and the per-partition, per-language counts (partitions × languages rows,
+    the only thing collected) give every partition's offset within each language.
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    score = F.coalesce(F.col("quality_score"), F.lit(-1.0))  # unscored after every score in [0, 1]
+    ordered = (scored.select("lang", "doc_id", score.alias("_score"))
+               .orderBy("lang", F.col("_score").desc(), "doc_id")
+               .select("lang", "doc_id", F.spark_partition_id().alias("_part"),
+                       F.monotonically_increasing_id().alias("_pos"))
+               .persist(StorageLevel.MEMORY_AND_DISK))  # ids must not change between the two passes
+    blocks = sorted((r._part, r.lang, r.n, r.first) for r in ordered.groupBy("_part", "lang").agg(
+        F.count(F.lit(1)).alias("n"), F.min("_pos").alias("first")).collect())
+    seen: dict[str, int] = {}
+    offsets = []
+    for part, lang, n, first in blocks:
+        offsets.append((part, lang, seen.get(lang, 0) - first))
+        seen[lang] = seen.get(lang, 0) + n
+    offset_df = F.broadcast(spark.createDataFrame(offsets, "_part int, lang string, _offset long"))
+    ranks = (ordered.join(offset_df, ["_part", "lang"])
+             .select("doc_id", (F.col("_pos") + F.col("_offset") + 1).alias("_rank"))
+             .persist(StorageLevel.MEMORY_AND_DISK))
+    ranks.count()
+    ordered.unpersist()
+    return ranks
+
+
 def score_and_select(spark: Any, lake_dir: str, cfg: QualityScoreConfig = QualityScoreConfig(), *,
                      input_version: int | None = None, run: Any = None) -> ScoreResult:
     from pyspark import StorageLevel
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     table = cfg.input_table or lake.first_existing(lake_dir, (DOCS_DEDUP, DOCS_CLEAN), purpose="score")
@@ -152,9 +180,8 @@ def score_and_select(spark: Any, lake_dir: str, cfg: QualityScoreConfig = Qualit
                 keep[lang] = n if cfg.without_model == "keep" else 0
         keep_df = F.broadcast(spark.createDataFrame([(lang, k, counts[lang]) for lang, k in sorted(keep.items())],
                                                     "lang string, _keep long, _n long"))
-        rank = F.row_number().over(Window.partitionBy("lang").orderBy(F.col("quality_score").desc_nulls_last(),
-                                                                        F.col("doc_id")))
-        ranked = (scored.withColumn("_rank", rank).join(keep_df, "lang")
+        ranks = _ranks_within_language(spark, scored)
+        ranked = (scored.join(ranks, "doc_id").join(keep_df, "lang")
                   .withColumn("_drop", F.col("_rank") > F.col("_keep"))
                   .persist(StorageLevel.MEMORY_AND_DISK))
         curated = ranked.where(~F.col("_drop")).select(*scored.columns)
@@ -180,6 +207,7 @@ def score_and_select(spark: Any, lake_dir: str, cfg: QualityScoreConfig = Qualit
             if not r._drop and r.low is not None and r.lang in models:
                 result.cuts[r.lang] = float(r.low)
         ranked.unpersist()
+        ranks.unpersist()
         bins = F.least(F.floor(F.col("quality_score") * BINS), F.lit(BINS - 1)).alias("bin")
         for r in scored.where(F.col("quality_score").isNotNull()).groupBy("lang", bins).count().collect():
             result.histograms.setdefault(r.lang, [0] * BINS)[int(r.bin)] += r["count"]

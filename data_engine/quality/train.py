@@ -14,12 +14,14 @@ import json
 import random
 import tempfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from data_engine import lake
 from data_engine.config import QualityTrainConfig
 from data_engine.errors import ConfigError, InputError
+from data_engine.langs import UNKNOWN
 from data_engine.quality.features import LABEL_HIGH, LABEL_LOW, fasttext_lines
 from data_engine.tables import DOCS_CLEAN, DOCS_RAW
 
@@ -38,8 +40,25 @@ class TrainResult:
     negatives_version: int
 
 
+def _starts_with(handle: Any, char: str) -> bool:
+    """Whether the file's first non-blank character is `char`; the handle is rewound."""
+    head = handle.read(4096).lstrip()
+    handle.seek(0)
+    return head.startswith(char)
+
+
+def _text_of(record: Any, file: Path, where: int) -> str | None:
+    """A record's `text`: a string, or None (no text: skipped). Anything but an object is an error."""
+    if not isinstance(record, dict):
+        raise InputError(f"positives file {file}, record {where}: expected a JSON object with a `text` field, "
+                         f"got {type(record).__name__}")
+    value = record.get("text")
+    return value if isinstance(value, str) and value.strip() else None
+
+
 def read_positives(path: str | Path, limit: int, seed: int) -> list[str]:
-    """Texts from a .jsonl/.json/.ndjson(.gz) file (field `text`; other records skipped), a .txt(.gz)
+    """Texts from a .jsonl/.json/.ndjson(.gz) file (JSON lines or one array of objects; field `text`,
+    objects without one skipped, anything but an object an error), a .txt(.gz)
     file (one document per line), a Parquet file (column `text`), or a directory of those (other
     files ignored). A reproducible sample of `limit`; unreadable input is an InputError naming the
     file and line."""
@@ -68,7 +87,18 @@ def read_positives(path: str | Path, limit: int, seed: int) -> list[str]:
         is_json = ".json" in name or ".ndjson" in name
         opener = gzip.open if name.endswith(".gz") else open
         try:
-            with opener(file, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
+            # utf-8-sig: a byte-order mark (Windows editors) is not part of the first document
+            with opener(file, "rt", encoding="utf-8-sig") as handle:  # type: ignore[operator]
+                if is_json and _starts_with(handle, "["):  # one JSON array of records
+                    try:
+                        records = json.load(handle)
+                    except json.JSONDecodeError as exc:
+                        raise InputError(f"positives file {file}: not a JSON array ({exc.msg}, line "
+                                         f"{exc.lineno})") from exc
+                    if not isinstance(records, list):
+                        raise InputError(f"positives file {file}: expected JSON lines or one array of objects")
+                    texts += [t for t in (_text_of(r, file, i) for i, r in enumerate(records, 1)) if t]
+                    continue
                 for line_no, line in enumerate(handle, 1):
                     if not line.strip():
                         continue
@@ -79,8 +109,8 @@ def read_positives(path: str | Path, limit: int, seed: int) -> list[str]:
                         record = json.loads(line)
                     except json.JSONDecodeError as exc:
                         raise InputError(f"positives file {file}, line {line_no}: not JSON ({exc.msg})") from exc
-                    value = record.get("text") if isinstance(record, dict) else None
-                    if isinstance(value, str) and value.strip():
+                    value = _text_of(record, file, line_no)
+                    if value:
                         texts.append(value)
         except (UnicodeDecodeError, OSError, EOFError) as exc:
             raise InputError(f"positives file {file}: unreadable ({exc})") from exc
@@ -122,6 +152,16 @@ def evaluate(model: Any, positives: list[str], negatives: list[str], max_chars: 
             "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0}
 
 
+@lru_cache(maxsize=64)
+def load_model(path: str) -> Any:
+    """A fastText model, loaded once per Python process (Spark reuses its Python workers across
+    tasks, so an executor loads each language's model once, not once per partition)."""
+    import fasttext
+
+    fasttext.FastText.eprint = lambda *args, **kwargs: None  # silence the load_model warning
+    return fasttext.load_model(path)
+
+
 def score_texts(model: Any, texts: list[str], max_chars: int) -> list[float]:
     """P(high quality) per text."""
     labels, probs = model.predict(fasttext_lines(texts, max_chars), k=2)
@@ -132,10 +172,18 @@ def train_quality(spark: Any, lake_dir: str, lang: str, positives_path: str | Pa
                   cfg: QualityTrainConfig = QualityTrainConfig(), *, out_dir: str | Path | None = None) -> TrainResult:
     import fasttext
 
-    positives = read_positives(positives_path, cfg.max_positives, cfg.seed)
+    from data_engine.clean.normalize import clean_text
+
+    if lang == UNKNOWN:
+        raise ConfigError("a quality classifier needs a language; 'und' documents have none")
+    # Both classes go through the clean stage's normalisation, so the model cannot learn
+    # artefacts only one side has (zero-width spaces, soft hyphens in the given positives).
+    positives = [clean_text(t) for t in read_positives(positives_path, cfg.max_positives, cfg.seed)]
+    positives = [t for t in positives if t]
     table = cfg.negatives_table or lake.first_existing(lake_dir, (DOCS_CLEAN, DOCS_RAW),
                                                        purpose="sample negatives from")
     negatives, version = sample_negatives(spark, lake_dir, table, lang, cfg.max_negatives, cfg.seed)
+    negatives = [t for t in (clean_text(t) for t in negatives) if t]
     if min(len(negatives), len(positives)) < max(2, cfg.min_examples):
         raise ConfigError(f"quality classifier for {lang!r} needs at least {max(2, cfg.min_examples)} positives and "
                           f"as many negatives (quality.min_examples); got "

@@ -63,18 +63,23 @@ def test_positives_from_every_format_and_clear_errors_for_bad_ones(tmp_path):
 
     folder = tmp_path / "pos"
     folder.mkdir()
-    (folder / "a.jsonl").write_text('{"text": "one"}\n\n{"text": ""}\n[1, 2]\n{"other": 1}\n', encoding="utf-8")
+    (folder / "a.jsonl").write_text('\ufeff{"text": "one"}\n\n{"text": ""}\n{"other": 1}\n', encoding="utf-8")
+    (folder / "e.json").write_text('[\n  {"text": "six"},\n  {"text": null}\n]\n', encoding="utf-8")
     with gzip.open(folder / "b.json.gz", "wt", encoding="utf-8") as handle:
         handle.write('{"text": "two"}\n')
     (folder / "c.txt").write_text("three\nfour\n", encoding="utf-8")
     pq.write_table(pa.table({"text": ["five", None]}), folder / "d.parquet")
     (folder / "README.md").write_text("not data", encoding="utf-8")
-    assert sorted(read_positives(folder, 100, 1)) == ["five", "four", "one", "three", "two"]
+    assert sorted(read_positives(folder, 100, 1)) == ["five", "four", "one", "six", "three", "two"]
     assert len(read_positives(folder, 3, 1)) == 3 and read_positives(folder, 3, 1) == read_positives(folder, 3, 1)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{"text": broken\n', encoding="utf-8")
     with pytest.raises(InputError, match="line 2: not JSON"):
         read_positives(bad, 10, 1)
+    listed = tmp_path / "listed.jsonl"
+    listed.write_text('{"text": "ok"}\n[1, 2]\n', encoding="utf-8")
+    with pytest.raises(InputError, match="record 2: expected a JSON object"):
+        read_positives(listed, 10, 1)
     pq.write_table(pa.table({"body": ["x"]}), tmp_path / "wrong.parquet")
     with pytest.raises(InputError, match="text"):
         read_positives(tmp_path / "wrong.parquet", 10, 1)
@@ -189,3 +194,24 @@ def test_without_dedup_the_clean_table_is_scored(spark, lake_dir, tmp_path):
     assert train["tables_read"] == {"docs_clean": 0}
     summary = score_quality_job(spark, lake_dir)
     assert summary["tables_read"] == {"docs_clean": 0} and summary["kept"] == math.ceil(0.2 * len(rows))
+
+
+def test_ranks_are_exact_when_a_language_spans_many_partitions(spark):
+    from data_engine.quality.score import _ranks_within_language
+
+    rng = random.Random(2)
+    rows = [(f"d{i:05d}", rng.choice(["tha", "vie", "lao"]),
+             None if i % 50 == 0 else rng.choice([0.1, 0.5, 0.5, 0.9, rng.random()])) for i in range(3000)]
+    df = spark.createDataFrame(rows, "doc_id string, lang string, quality_score double").repartition(7)
+    previous = spark.conf.get("spark.sql.shuffle.partitions")
+    spark.conf.set("spark.sql.shuffle.partitions", "9")
+    try:
+        ranks = _ranks_within_language(spark, df)
+        got = {r.doc_id: r._rank for r in ranks.collect()}
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", previous)
+    expected = {}
+    for lang in ("tha", "vie", "lao"):
+        ordered = sorted((r for r in rows if r[1] == lang), key=lambda r: (r[2] is None, -(r[2] or 0), r[0]))
+        expected.update({r[0]: i + 1 for i, r in enumerate(ordered)})
+    assert got == expected
