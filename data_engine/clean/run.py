@@ -50,7 +50,8 @@ def _prepare_partitions(cfg: CleanConfig, columns: list[str]) -> Any:
         for pdf in batches:
             if pdf.empty:
                 continue
-            texts = [clean_text(t) for t in pdf["text"]]
+            # a null text (only possible in a table not written by ingest) ends as empty_after_cleaning
+            texts = [clean_text(t) if isinstance(t, str) else "" for t in pdf["text"]]
             stats = batch_stats(texts, max_units)
             given = [g if g else UNKNOWN for g in pdf["lang"]]
             preds = predict(texts, cfg.lid) if cfg.lid.enabled else [(UNKNOWN, 0.0)] * len(texts)

@@ -101,7 +101,8 @@ def _score_partitions(models: dict[str, tuple[str, str, int]], columns: list[str
                 file_name, model_name, max_chars = models[lang]
                 model = load_model(SparkFiles.get(file_name))  # once per Python worker
                 positions = [pdf.index.get_loc(i) for i in index]
-                values = score_texts(model, [pdf["text"].iat[p] for p in positions], max_chars)
+                texts = [t if isinstance(t, str) else "" for t in (pdf["text"].iat[p] for p in positions)]
+                values = score_texts(model, texts, max_chars)
                 for p, v in zip(positions, values, strict=True):
                     scores[p], names[p] = round(v, 6), model_name
             out = pdf[columns].copy()

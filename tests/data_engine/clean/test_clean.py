@@ -52,13 +52,13 @@ def test_clean_stage_normalises_relabels_drops_and_reruns_identically(spark, lak
     rows = [("t1", "tha", thai.replace(" ", "\u00a0", 3) + "\u200b"), ("t2", "und", thai),
             ("t3", "eng", thai),  # Thai text labelled English: a confident contradiction
             ("e1", "eng", eng), ("e2", "eng", "Buy now!"), ("e3", "eng", "Lorem ipsum dolor sit amet.\n" + eng),
-            ("x1", "eng", "\u200b \u00a0 \x07")]
+            ("x1", "eng", "\u200b \u00a0 \x07"), ("n1", "eng", None)]  # null text: a table not from ingest
     schema = "doc_id string, lang string, source string, text string"
     lake.write_table(spark.createDataFrame([(d, lang, "t", t) for d, lang, t in rows], schema),
                      lake_dir, "docs_raw", mode="error")
     result = clean(spark, lake_dir, CleanConfig())
-    assert (result.records, result.kept, result.dropped) == (7, 3, 4)
-    assert result.by_reason == {"lid_mismatch": 1, "too_short": 1, "lorem_ipsum": 1, "empty_after_cleaning": 1}
+    assert (result.records, result.kept, result.dropped) == (8, 3, 5)
+    assert result.by_reason == {"lid_mismatch": 1, "too_short": 1, "lorem_ipsum": 1, "empty_after_cleaning": 2}
     kept = {r["doc_id"]: r for r in lake.read_arrow(lake_dir, "docs_clean").to_pylist()}
     assert set(kept) == {"t1", "t2", "e1"}
     assert kept["t2"]["lang"] == "tha" and kept["t2"]["lang_given"] == "und" and kept["t2"]["lid_score"] > 0.9
