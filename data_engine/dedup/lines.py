@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from data_engine.config import LineDedupConfig
-from data_engine.dedup.base import StageResult
+from data_engine.dedup.base import StageResult, drop_rows
 from data_engine.dedup.normalize import normalize_text
 
 STAGE = "lines"
@@ -163,10 +163,8 @@ def dedup_lines(df: Any, cfg: LineDedupConfig = LineDedupConfig()) -> StageResul
             F.lit(None).cast("string").alias("line"), F.lit(None).cast("long").alias("docs"))
         line_drops = doc_rows.unionByName(top_rows)
         kept = tagged.where(~F.col("_drop")).select(*df.columns)
-        dropped = tagged.where(F.col("_drop")).select(
-            "doc_id", F.lit(STAGE).alias("stage"), "lang", F.col("_reason").alias("reason"),
-            F.lit(None).cast("string").alias("dup_of"), F.lit(None).cast("string").alias("cluster_id"),
-            F.format_string("%d of %d lines removed", "_lines_removed", "_lines_before").alias("detail"))
+        dropped = drop_rows(tagged.where(F.col("_drop")), stage=STAGE, reason=F.col("_reason"),
+                            detail=F.format_string("%d of %d lines removed", "_lines_removed", "_lines_before"))
         metrics = {"frequent_lines": float(sum(len(v) for v in hot.values())), "buckets": float(n_buckets),
                    "docs_with_lines_removed": float(doc_rows.count())}
         return StageResult(kept=kept, dropped=dropped, tagged=tagged, metrics=metrics,

@@ -1,12 +1,12 @@
 """How a document is shown to fastText: one line of tokens.
 
 fastText splits on whitespace, so text written without spaces (Thai, Lao, Khmer, Burmese,
-Chinese) would become a handful of giant "words"; such text is given one user-perceived
-character (grapheme cluster: a Thai consonant with its vowel and tone marks, a Khmer or Burmese
-stack) per token instead, and fastText's word n-grams (`word_ngrams`, default 2) add the character bigrams — the
-usual units for classifying unsegmented scripts, and the unigrams still generalise when a
-language's training set is small. Text is NFC, lower-cased and
-cut to its first `max_chars` characters.
+Chinese) would become a handful of giant "words"; such text is given one user-perceived character
+(grapheme cluster: a Thai consonant with its vowel and tone marks, a Khmer or Burmese stack) per
+token instead, and fastText's word n-grams (`word_ngrams`, default 2) add the character bigrams —
+the usual units for classifying unsegmented scripts; the unigrams still generalise when a
+language's training set is small. Text is NFC, lower-cased and cut to its first `max_chars`
+characters.
 """
 
 from __future__ import annotations

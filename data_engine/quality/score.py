@@ -3,14 +3,13 @@
 Each language's latest registered model is fetched from MLflow once, shipped to the executors with
 `SparkContext.addFile` and loaded once per Python worker. Selection is exact: with n documents in
 a language and p its keep percent, the ⌈p·n/100⌉ highest-scoring ones (ties by doc_id) are kept —
-a row number over the language's documents ordered by score, compared with a per-language count
-computed in Spark; only the per-language counts come back to the driver.
+each document's rank within its language (`_ranks_within_language`) compared with that count;
+only per-language and per-partition counts come back to the driver.
 """
 
 from __future__ import annotations
 
 import math
-import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Any
 
 from data_engine import lake, tracking
 from data_engine.config import QualityScoreConfig
-from data_engine.dedup.base import DROPS_COLUMNS
+from data_engine.dedup.base import drop_rows
 from data_engine.quality.train import META_FILE, MODEL_FILE
 from data_engine.tables import DOCS_CLEAN, DOCS_CURATED, DOCS_DEDUP, DOCS_SCORED, DROPS
 
@@ -76,8 +75,7 @@ def _fetch_models(spark: Any, lake_dir: str, langs: list[str],
         # Named by content: a long-lived session may score several lakes whose registries both hold a
         # "v1" for this language, and Spark refuses a second, different file under a shipped name.
         digest = _file_digest(local / MODEL_FILE)
-        shipped = staging / f"quality-{lang}-v{version.version}-{digest}.bin"
-        shutil.copy(local / MODEL_FILE, shipped)
+        shipped = (local / MODEL_FILE).rename(staging / f"quality-{lang}-v{version.version}-{digest}.bin")
         meta = json.loads((local / META_FILE).read_text())
         spark.sparkContext.addFile(str(shipped))
         found[lang] = (shipped.name, f"{version.name}/{version.version}", int(meta.get("max_chars", 4000)))
@@ -88,7 +86,8 @@ def _score_partitions(models: dict[str, tuple[str, str, int]], columns: list[str
     def score(batches: Iterator[Any]) -> Iterator[Any]:
         from pyspark import SparkFiles
 
-        from data_engine.quality.train import load_model, score_texts
+        from data_engine import fasttext_model
+        from data_engine.quality.train import score_texts
 
         for pdf in batches:
             if pdf.empty:
@@ -99,7 +98,7 @@ def _score_partitions(models: dict[str, tuple[str, str, int]], columns: list[str
                 if lang not in models:
                     continue
                 file_name, model_name, max_chars = models[lang]
-                model = load_model(SparkFiles.get(file_name))  # once per Python worker
+                model = fasttext_model.load(SparkFiles.get(file_name))  # once per Python worker
                 positions = [pdf.index.get_loc(i) for i in index]
                 texts = [t if isinstance(t, str) else "" for t in (pdf["text"].iat[p] for p in positions)]
                 values = score_texts(model, texts, max_chars)
@@ -189,13 +188,12 @@ def score_and_select(spark: Any, lake_dir: str, cfg: QualityScoreConfig = Qualit
         written = lake.write_table(curated, lake_dir, DOCS_CURATED, mode="overwrite", sort_by=("doc_id",),
                                    base_version=base_curated, metadata=meta)
         result.tables[DOCS_CURATED] = written.version
-        drops = ranked.where(F.col("_drop")).select(
-            "doc_id", F.lit(STAGE).alias("stage"), "lang",
-            F.when(F.col("quality_score").isNull(), F.lit(REASON_NO_MODEL)).otherwise(F.lit(REASON)).alias("reason"),
-            F.lit(None).cast("string").alias("dup_of"), F.lit(None).cast("string").alias("cluster_id"),
-            F.when(F.col("quality_score").isNull(), F.lit("no classifier for this language"))
-            .otherwise(F.format_string("score %.4f, rank %d of %d, top %d kept", "quality_score", "_rank", "_n",
-                                       "_keep")).alias("detail")).select(*DROPS_COLUMNS)
+        unscored = F.col("quality_score").isNull()
+        drops = drop_rows(
+            ranked.where(F.col("_drop")), stage=STAGE,
+            reason=F.when(unscored, F.lit(REASON_NO_MODEL)).otherwise(F.lit(REASON)),
+            detail=F.when(unscored, F.lit("no classifier for this language")).otherwise(
+                F.format_string("score %.4f, rank %d of %d, top %d kept", "quality_score", "_rank", "_n", "_keep")))
         written = lake.write_table(drops, lake_dir, DROPS, mode="overwrite", partition_by=("stage",),
                                    replace_partitions={"stage": STAGE}, sort_by=("doc_id",),
                                    base_version=base_drops, metadata=meta)

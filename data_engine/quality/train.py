@@ -14,7 +14,6 @@ import json
 import random
 import tempfile
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -152,16 +151,6 @@ def evaluate(model: Any, positives: list[str], negatives: list[str], max_chars: 
             "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0}
 
 
-@lru_cache(maxsize=64)
-def load_model(path: str) -> Any:
-    """A fastText model, loaded once per Python process (Spark reuses its Python workers across
-    tasks, so an executor loads each language's model once, not once per partition)."""
-    import fasttext
-
-    fasttext.FastText.eprint = lambda *args, **kwargs: None  # silence the load_model warning
-    return fasttext.load_model(path)
-
-
 def score_texts(model: Any, texts: list[str], max_chars: int) -> list[float]:
     """P(high quality) per text."""
     labels, probs = model.predict(fasttext_lines(texts, max_chars), k=2)
@@ -198,7 +187,6 @@ def train_quality(spark: Any, lake_dir: str, lang: str, positives_path: str | Pa
     lines += [f"{LABEL_LOW} {t}" for t in fasttext_lines(neg_train, cfg.max_chars)]
     random.Random(cfg.seed).shuffle(lines)
     train_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    fasttext.FastText.eprint = lambda *args, **kwargs: None
     model = fasttext.train_supervised(
         input=str(train_file), epoch=cfg.epoch, lr=cfg.lr, dim=cfg.dim, wordNgrams=cfg.word_ngrams,
         bucket=cfg.bucket, minCount=1, loss="softmax", thread=1, seed=cfg.seed, verbose=0)
