@@ -29,3 +29,7 @@ class TableConflictError(SailyardError):
 
 class SchemaMismatchError(SailyardError):
     """Data about to be committed does not match the table's schema."""
+
+
+class LakeVisibilityError(SailyardError):
+    """What Spark wrote is not what the driver sees in the lake (unshared disks); nothing committed."""

@@ -1,13 +1,26 @@
-"""The lake: Delta tables under one root, written from Spark, readable by any Delta reader.
+"""The lake: Delta tables under one root URI, written from Spark, readable by any Delta reader.
 
-Each table lives at `<lake>/<name>`. With the delta-spark jars on the classpath Spark commits
-natively. Without them (our default: the jars come from Maven) Spark writes Parquet into a private
-staging folder inside the table, the files are moved next to the table's other files, and
-delta-rs (`deltalake`) commits them as one new version without rewriting a byte. Until that
-commit lands no reader sees them: a job killed halfway leaves the previous version as it was, and
-`vacuum` removes what it left behind.
+Each table lives at `<lake>/<name>`. A lake is a URI: a local path becomes `file:///abs/path`;
+`hdfs://`, `s3a://`, `gs://`, `abfss://` roots go to Spark as they are and to delta-rs with its
+matching scheme (`s3a` → `s3`) and the storage options in `$SAILYARD_DELTA_STORAGE_OPTIONS`.
 
-Verbs: `read_table`, `read_arrow`, `write_table`, `table_version`, `exists`, `history`, `vacuum`.
+With the delta-spark jars on the classpath Spark commits natively. Without them (our default: the
+jars come from Maven) a write has two halves, so a stage can prepare all its tables before it
+commits any (`stage_write`, then `commit` or `discard`):
+
+1. Spark writes Parquet into `<table>/_staging/<attempt>` while counting the rows it writes
+   (`observe`). The files are listed **through Spark's Hadoop FileSystem for the table URI** — the
+   filesystem the executors wrote to, never the driver's local disk — and their footers must hold
+   exactly the rows Spark wrote; otherwise the driver cannot see the executors' output and the
+   write fails before anything is committed. Then the files are renamed next to the table's other
+   files.
+2. delta-rs commits them as one new version without rewriting a byte. Until that commit lands no
+   reader sees them: a job killed halfway leaves the previous version as it was, and `vacuum`
+   removes what it left behind. While a writer runs, a heartbeat file beside its attempt folder
+   is touched every `HEARTBEAT_SECONDS`; `vacuum` never deletes anything of a live attempt.
+
+Verbs: `read_table`, `read_arrow`, `write_table` (= `stage_write` + `commit`), `table_version`,
+`exists`, `history`, `vacuum`.
 """
 
 from __future__ import annotations
@@ -16,21 +29,111 @@ import fcntl
 import json
 import os
 import shutil
+import threading
 import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from data_engine.errors import SchemaMismatchError, TableConflictError, TableNotFoundError
+from data_engine.errors import (
+    ConfigError,
+    LakeVisibilityError,
+    SchemaMismatchError,
+    TableConflictError,
+    TableNotFoundError,
+)
 
 WriteMode = Literal["error", "append", "overwrite"]
 STAGING = "_staging"  # underscore: Spark, Delta and our vacuum all treat it as not-data
 _CREATE_LOCK = "_sailyard_create.lock"
 _ATTEMPT_KEY = "sailyard.attempt"  # commit-info key naming the write attempt that made a version
+_TOUCHED_KEY = "sailyard.touched"  # commit-info key: the partitions a commit added to or removed from
+HEARTBEAT_SUFFIX = ".alive"
+HEARTBEAT_SECONDS = 30.0
+#: Below this retention `vacuum` wants `force`: younger files may belong to a reader of an old version.
+MIN_RETENTION_HOURS = 1.0
+_COMMIT_RETRIES = 8
+_REMOTE_SCHEMES = ("hdfs", "viewfs", "s3a", "s3", "gs", "abfss", "abfs", "wasbs", "wasb")
+_UNSET: Any = object()
+
+
+class _Unset:
+    """Marker type for 'argument not given' where None is a meaningful value."""
+
+
+# --------------------------------------------------------------------------------------------
+# URIs
+
+
+def lake_uri(lake: str | Path) -> str:
+    """The lake root as a URI: `file:///abs` for local paths, remote URIs unchanged."""
+    text = str(lake)
+    scheme = urllib.parse.urlparse(text).scheme
+    if scheme in _REMOTE_SCHEMES:
+        return text.rstrip("/")
+    if scheme not in ("", "file"):
+        raise ConfigError(f"lake {text!r}: unsupported scheme {scheme!r}; use a local path, file://, "
+                          f"or one of {', '.join(s + '://' for s in _REMOTE_SCHEMES)}")
+    # Raw, not percent-encoded: Hadoop's Path(String) escapes by itself (`%20` would become a
+    # literal "%20"), and `lang=tha` must stay as Spark names partition folders.
+    path = _local(text) if scheme == "file" else Path(text)
+    return "file://" + str(path.expanduser().resolve())
+
+
+def table_uri(lake: str | Path, name: str) -> str:
+    return f"{lake_uri(lake)}/{name}"
+
+
+def is_local(uri: str) -> bool:
+    return uri.startswith("file:")
+
+
+def _local(uri: str) -> Path:
+    rest = uri[len("file:"):]
+    if rest.startswith("//"):
+        rest = rest[2:]
+        rest = rest[rest.index("/"):] if "/" in rest else "/"  # drop an authority (file://host/x)
+    return Path(rest)
+
+
+def table_path(lake: str | Path, name: str) -> Any:
+    """A local table's folder as a Path; a remote table's URI."""
+    uri = table_uri(lake, name)
+    return _local(uri) if is_local(uri) else uri  # noqa: RET504
+
+
+def _rs(uri: str) -> tuple[str, dict[str, str] | None]:
+    """The URI and storage options delta-rs wants for a table URI."""
+    if is_local(uri):
+        return str(_local(uri)), None
+    scheme, rest = uri.split("://", 1)
+    rs_scheme = {"s3a": "s3", "wasbs": "az", "wasb": "az"}.get(scheme, scheme)
+    options = os.environ.get("SAILYARD_DELTA_STORAGE_OPTIONS")
+    try:
+        parsed = json.loads(options) if options else None
+    except ValueError as exc:
+        raise ConfigError(f"SAILYARD_DELTA_STORAGE_OPTIONS is not a JSON object: {exc}") from None
+    return f"{rs_scheme}://{rest}", parsed
+
+
+def _spark_file_uri(rs_file: str, table: str) -> str:
+    """A file of delta-rs's listing as a URI Spark resolves on every node (no bare paths: on a
+    cluster a bare path resolves against `fs.defaultFS`, often HDFS)."""
+    if rs_file.startswith("/"):
+        return "file://" + rs_file
+    if "://" not in rs_file:
+        return f"{table}/{rs_file}"
+    scheme, rest = rs_file.split("://", 1)
+    want = table.split("://", 1)[0]
+    return f"{want}://{rest}" if scheme in ("s3", "az") and want != scheme else rs_file
+
+
+# --------------------------------------------------------------------------------------------
+# Table state
 
 
 @dataclass(frozen=True)
@@ -38,7 +141,7 @@ class Table:
     """A table pinned at one version, with a DataFrame over exactly that version's files."""
 
     name: str
-    path: Path
+    path: Any
     version: int
     df: Any
 
@@ -46,40 +149,36 @@ class Table:
 @dataclass(frozen=True)
 class WriteResult:
     name: str
-    path: Path
+    path: Any
     version: int
     rows: int
     files: int
     committed: bool  # False when an app transaction showed this exact write was already committed
 
 
-def table_path(lake: str | Path, name: str) -> Path:
-    return Path(lake).expanduser().resolve() / name
-
-
 def exists(lake: str | Path, name: str) -> bool:
-    return (table_path(lake, name) / "_delta_log").is_dir() and table_version(lake, name) is not None
+    return table_version(lake, name) is not None
 
 
 def table_version(lake: str | Path, name: str) -> int | None:
     """Latest committed version, or None when the table does not exist."""
     from deltalake import DeltaTable
 
-    path = table_path(lake, name)
-    if not DeltaTable.is_deltatable(str(path)):
+    uri, options = _rs(table_uri(lake, name))
+    if not DeltaTable.is_deltatable(uri, storage_options=options):
         return None
-    return DeltaTable(str(path)).version()
+    return DeltaTable(uri, storage_options=options).version()
 
 
 def _open(lake: str | Path, name: str, version: int | None = None) -> Any:
     from deltalake import DeltaTable
 
-    path = table_path(lake, name)
-    if not DeltaTable.is_deltatable(str(path)):
-        raise TableNotFoundError(f"no Delta table '{name}' in lake {Path(lake).resolve()} "
-                                 f"(looked for {path}/_delta_log); run the job that writes it first")
+    uri, options = _rs(table_uri(lake, name))
+    if not DeltaTable.is_deltatable(uri, storage_options=options):
+        raise TableNotFoundError(f"no Delta table '{name}' in lake {lake_uri(lake)} "
+                                 f"(looked for {uri}/_delta_log); run the job that writes it first")
     try:
-        return DeltaTable(str(path), version=version)
+        return DeltaTable(uri, version=version, storage_options=options)
     except Exception as exc:
         raise TableNotFoundError(f"table '{name}' has no version {version}: {exc}") from exc
 
@@ -90,7 +189,7 @@ def first_existing(lake: str | Path, names: Sequence[str], *, purpose: str) -> s
     for name in names:
         if exists(lake, name):
             return name
-    raise TableNotFoundError(f"nothing to {purpose} in lake {Path(lake).resolve()}: none of "
+    raise TableNotFoundError(f"nothing to {purpose} in lake {lake_uri(lake)}: none of "
                              f"{', '.join(names)} exists; run the job that writes one of them first")
 
 
@@ -104,35 +203,190 @@ def read_arrow(lake: str | Path, name: str, *, version: int | None = None,
     import pyarrow.fs as pafs
 
     dt = _open(lake, name, version)
+    uri = table_uri(lake, name)
+    cols = list(columns) if columns else None
+    if not is_local(uri):
+        return dt.to_pyarrow_dataset().to_table(columns=cols, use_threads=False)
     # A SubTreeFileSystem keeps pyarrow's scanner off delta-rs's Python filesystem, whose threads
     # can abort the interpreter at exit (delta-io/delta-rs#2184).
-    fs = pafs.SubTreeFileSystem(str(table_path(lake, name)), pafs.LocalFileSystem())
-    return dt.to_pyarrow_table(columns=list(columns) if columns else None, filesystem=fs)
+    fs = pafs.SubTreeFileSystem(str(_local(uri)), pafs.LocalFileSystem())
+    return dt.to_pyarrow_table(columns=cols, filesystem=fs)
 
 
 def read_table(spark: Any, lake: str | Path, name: str, *, version: int | None = None) -> Table:
     """A DataFrame over the table pinned at `version` (default: the latest)."""
+    import pyarrow as pa
     from pyspark.sql.pandas.types import from_arrow_schema
 
     from data_engine.spark import delta_native
 
     dt = _open(lake, name, version)
     pinned = dt.version()
+    uri = table_uri(lake, name)
     path = table_path(lake, name)
     if delta_native(spark):
-        df = spark.read.format("delta").option("versionAsOf", pinned).load(str(path))
+        df = spark.read.format("delta").option("versionAsOf", pinned).load(uri)
         return Table(name, path, pinned, df)
-    arrow_schema = dt.schema().to_arrow()
-    import pyarrow as pa
-
-    schema = from_arrow_schema(pa.schema(arrow_schema))
-    files = dt.file_uris()
+    schema = from_arrow_schema(pa.schema(dt.schema().to_arrow()))
+    files = [_spark_file_uri(f, uri) for f in dt.file_uris()]
     if not files:
         df = spark.createDataFrame([], schema)
     else:
-        df = (spark.read.schema(schema).option("basePath", str(path))
+        df = (spark.read.schema(schema).option("basePath", uri)
               .parquet(*files).select(*schema.fieldNames()))
     return Table(name, path, pinned, df)
+
+
+# --------------------------------------------------------------------------------------------
+# Spark's filesystem, through the JVM
+
+
+class _HadoopFS:
+    """The Hadoop FileSystem Spark uses for a URI: what the executors wrote is visible here."""
+
+    def __init__(self, spark: Any, uri: str) -> None:
+        self._jvm = spark.sparkContext._jvm
+        self._conf = spark.sparkContext._jsc.hadoopConfiguration()
+        self.fs = self._path(uri).getFileSystem(self._conf)
+
+    def _path(self, uri: str) -> Any:
+        return self._jvm.org.apache.hadoop.fs.Path(uri)
+
+    def data_files(self, root: str) -> list[tuple[str, str, int, int, int]]:
+        """(path relative to `root`, uri, size, mtime ms, rows) of every Parquet data file under
+        `root`, skipping hidden and `_`-prefixed names (`_SUCCESS`, `.crc` files, `_temporary`)."""
+        top = self._path(root)
+        if not self.fs.exists(top):
+            return []
+        reader = self._jvm.org.apache.parquet.hadoop.ParquetFileReader
+        input_file = self._jvm.org.apache.parquet.hadoop.util.HadoopInputFile
+        # Compare decoded URI paths: qualified strings differ in authority and escaping.
+        prefix = self.fs.makeQualified(top).toUri().getPath().rstrip("/") + "/"
+        out = []
+        listing = self.fs.listFiles(top, True)
+        while listing.hasNext():
+            status = listing.next()
+            qualified = self.fs.makeQualified(status.getPath())
+            uri, file_path = qualified.toString(), qualified.toUri().getPath()
+            if not file_path.startswith(prefix):
+                raise LakeVisibilityError(f"listing {root} returned {uri}, outside it")
+            rel = file_path[len(prefix):]
+            if any(p.startswith((".", "_")) for p in rel.split("/")) or not rel.endswith(".parquet"):
+                continue
+            handle = reader.open(input_file.fromStatus(status, self._conf))
+            try:
+                rows = int(handle.getRecordCount())
+            finally:
+                handle.close()
+            out.append((rel, uri, int(status.getLen()), int(status.getModificationTime()), rows))
+        return sorted(out)
+
+    def rename(self, src: str, dst: str) -> None:
+        target = self._path(dst)
+        self.fs.mkdirs(target.getParent())
+        if not self.fs.rename(self._path(src), target):
+            raise OSError(f"could not move {src} to {dst}")
+        checksum = self._jvm.org.apache.hadoop.fs.Path(target.getParent(), f".{target.getName()}.crc")
+        if self.fs.exists(checksum):  # a local checksum twin: not data, and no log names it
+            self.fs.delete(checksum, False)
+
+    def delete(self, uri: str, recursive: bool = False) -> None:
+        try:
+            self.fs.delete(self._path(uri), recursive)
+        except Exception:  # best effort: vacuum removes whatever is left
+            pass
+
+    def touch(self, uri: str) -> None:
+        self.fs.create(self._path(uri), True).close()
+
+    def set_mtime(self, uri: str) -> None:
+        self.fs.setTimes(self._path(uri), int(time.time() * 1000), -1)
+
+
+class _Heartbeat:
+    """Proof of life beside the attempt folder (its Spark job may write inside that folder for
+    hours without changing the folder's mtime). On local and mounted lakes the writer holds an
+    flock on the file — the kernel drops it the moment the writer dies, so `vacuum` knows exactly;
+    elsewhere a thread keeps the file's mtime fresh."""
+
+    def __init__(self, fs: _HadoopFS, uri: str) -> None:
+        self.fs, self.uri = fs, uri
+        self._stop = threading.Event()
+        self._handle: Any = None
+        if is_local(uri):
+            path = _local(uri)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(path, "a+")  # noqa: SIM115 - held until stop()
+            fcntl.flock(self._handle, fcntl.LOCK_EX)
+            return
+        fs.touch(uri)
+        self._thread = threading.Thread(target=self._beat, name="sailyard-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                self.fs.set_mtime(self.uri)
+            except Exception:  # the JVM is going away; vacuum will judge by age
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._handle is not None:
+            _local(self.uri).unlink(missing_ok=True)
+            self._handle.close()  # releases the lock
+            self._handle = None
+            return
+        self.fs.delete(self.uri)
+
+
+def _alive(heartbeat: Path) -> bool:
+    """A local heartbeat is alive while some process holds its lock."""
+    try:
+        fd = os.open(heartbeat, os.O_RDONLY)  # never create one
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also drops our probe's lock
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# Writes
+
+
+@dataclass
+class StagedWrite:
+    """A write whose files are in the table folder, verified, and not yet committed."""
+
+    name: str
+    lake: str
+    uri: str
+    mode: str
+    partition_by: list[str]
+    replace_partitions: Mapping[str, str | Sequence[str]] | None
+    app_id: str | None
+    app_version: int | None
+    base: int | None
+    strict: bool  # commit only on top of `base` (appends included)
+    schema: Any = None
+    attempt: str = ""
+    files: list[tuple[str, int, int, int, dict[str, str]]] = field(default_factory=list)  # rel, size, mtime, rows, parts
+    rows: int = 0
+    skipped: bool = False  # the app transaction was already committed when the write started
+    native_df: Any = None
+    fs: Any = None
+    heartbeat: Any = None
+    committed: bool = False
+
+    @property
+    def touched(self) -> list[dict[str, str]]:
+        seen = {json.dumps(p, sort_keys=True) for *_, p in self.files}
+        return [json.loads(s) for s in sorted(seen)]
 
 
 def write_table(df: Any, lake: str | Path, name: str, *, mode: WriteMode = "error",
@@ -140,7 +394,8 @@ def write_table(df: Any, lake: str | Path, name: str, *, mode: WriteMode = "erro
                 replace_partitions: Mapping[str, str | Sequence[str]] | None = None,
                 sort_by: Sequence[str] = (),
                 app_id: str | None = None, app_version: int | None = None,
-                base_version: int | None = None,
+                base_version: int | None | _Unset = _UNSET,
+                expected_rows: int | None = None,
                 metadata: Mapping[str, Any] | None = None) -> WriteResult:
     """Commit `df` as one new version of `<lake>/<name>`.
 
@@ -150,20 +405,45 @@ def write_table(df: Any, lake: str | Path, name: str, *, mode: WriteMode = "erro
             `replace_partitions` (e.g. `{"stage": "exact"}` or `{"stage": ["url", "exact"]}`).
         partition_by: partition columns; their values must be non-null strings.
         sort_by: columns to sort rows by inside each file, for byte-stable files across re-runs.
-        app_id, app_version: an idempotency key. If the table already records `app_id` at
-            `app_version` or later, nothing is written and `committed` is False.
-        base_version: the table version this job's decision was based on (default: the version
-            found when the write starts). A commit by someone else after it makes an overwrite fail
-            with TableConflictError instead of silently replacing their rows.
+        app_id, app_version: an idempotency key, checked when the write starts and again at commit
+            time: if the table records `app_id` at `app_version` or later, nothing is committed
+            and `committed` is False.
+        base_version: the table version (None: no table) this job's decision was based on. Given,
+            the commit lands only directly on top of it — appends included — else
+            TableConflictError. Not given, overwrites are based on the version found when the write
+            starts and appends are rebased over concurrent appends.
+        expected_rows: the rows the caller counted; the written files must hold exactly these.
         metadata: string-able values stored in the commit info (run id, job name …).
 
     Raises:
         TableConflictError: a concurrent writer committed first; nothing of ours is visible.
         SchemaMismatchError: appending columns that differ from the table's.
+        LakeVisibilityError: the files Spark wrote are not what the driver sees; nothing committed.
     """
+    staged = stage_write(df, lake, name, mode=mode, partition_by=partition_by,
+                         replace_partitions=replace_partitions, sort_by=sort_by, app_id=app_id,
+                         app_version=app_version, base_version=base_version)
+    try:
+        if expected_rows is not None and not staged.skipped and staged.native_df is None \
+                and staged.rows != expected_rows:
+            raise LakeVisibilityError(f"table '{name}': {staged.rows} rows written, {expected_rows} "
+                                      "counted; nothing was committed")
+        return commit(staged, metadata=metadata)
+    except BaseException:
+        discard(staged)
+        raise
+
+
+def stage_write(df: Any, lake: str | Path, name: str, *, mode: WriteMode = "error",
+                partition_by: Sequence[str] = ("lang",),
+                replace_partitions: Mapping[str, str | Sequence[str]] | None = None,
+                sort_by: Sequence[str] = (), app_id: str | None = None,
+                app_version: int | None = None,
+                base_version: int | None | _Unset = _UNSET) -> StagedWrite:
+    """Write `df`'s files into the table folder, verified, without committing (see `write_table`)."""
     from data_engine.spark import delta_native
 
-    path = table_path(lake, name)
+    uri = table_uri(lake, name)
     partition_by = list(partition_by)
     missing = [c for c in partition_by + list(sort_by) if c not in df.columns]
     if missing:
@@ -173,22 +453,127 @@ def write_table(df: Any, lake: str | Path, name: str, *, mode: WriteMode = "erro
         raise ValueError("replace_partitions only applies to mode='overwrite'")
     current = table_version(lake, name)
     if mode == "error" and current is not None:
-        raise TableConflictError(f"table '{name}' already exists at {path} (version {current})")
-    if app_id is not None and current is not None:
-        done = _open(lake, name).transaction_version(app_id)
-        if done is not None and app_version is not None and done >= app_version:
-            return WriteResult(name, path, current, 0, 0, committed=False)
+        raise TableConflictError(f"table '{name}' already exists at {uri} (version {current})")
+    strict = base_version is not _UNSET
+    base = current if base_version is _UNSET else base_version
+    staged = StagedWrite(name, str(lake), uri, mode, partition_by, replace_partitions, app_id,
+                         app_version, base, strict or mode in ("overwrite", "error"))
+    if _already_committed(lake, name, app_id, app_version):
+        staged.skipped = True
+        return staged
     if current is not None and mode != "error":
-        _check_schema(name, _open(lake, name).schema().to_arrow(), df, replacing=mode == "overwrite"
-                      and not replace_partitions)
-    base = current if base_version is None else base_version
+        _check_schema(name, _open(lake, name).schema().to_arrow(), df,
+                      replacing=mode == "overwrite" and not replace_partitions)
+    if strict and base != current:
+        raise TableConflictError(f"table '{name}' is at version {current}, not {base} as this job "
+                                 "read it; nothing was committed; re-run the job")
     if sort_by:
         df = df.sortWithinPartitions(*partition_by, *sort_by)
     if delta_native(df.sparkSession):
-        return _write_native(df, path, name, mode, partition_by, replace_partitions, app_id,
-                             app_version)
-    return _write_rs(df, path, name, mode, partition_by, replace_partitions, app_id, app_version,
-                     base, metadata)
+        staged.native_df = df
+        return staged
+    _stage_files(df, staged)
+    return staged
+
+
+def _already_committed(lake: str | Path, name: str, app_id: str | None, app_version: int | None) -> bool:
+    if app_id is None or app_version is None or table_version(lake, name) is None:
+        return False
+    done = _open(lake, name).transaction_version(app_id)
+    return done is not None and done >= app_version
+
+
+def _stage_files(df: Any, staged: StagedWrite) -> None:
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    spark = df.sparkSession
+    staged.attempt = uuid.uuid4().hex
+    staged.schema = _spark_arrow_schema(df)
+    staging = f"{staged.uri}/{STAGING}/{staged.attempt}"
+    fs = staged.fs = _HadoopFS(spark, staged.uri)
+    staged.heartbeat = _Heartbeat(fs, staging + HEARTBEAT_SUFFIX)
+    try:
+        observed = Observation(f"sailyard_write_{staged.attempt}")
+        (df.observe(observed, F.count(F.lit(1)).alias("rows"))
+         .write.mode("overwrite").partitionBy(*staged.partition_by).parquet(staging))
+        wrote = int(observed.get["rows"])
+        found = fs.data_files(staging)
+        seen = sum(f[4] for f in found)
+        if seen != wrote:
+            raise LakeVisibilityError(
+                f"table '{staged.name}': Spark wrote {wrote} rows under {staging} but the driver sees "
+                f"{seen} in {len(found)} files: the driver cannot see the executors' output (node-local "
+                "disks, or a path that means another filesystem on the executors); put the lake on "
+                "storage every node shares (HDFS, S3, a shared mount) and give it as a URI; nothing "
+                "was committed")
+        checked = []
+        for rel, _uri, size, mtime, rows in found:
+            rel_dir = rel.rpartition("/")[0]
+            values = _partition_values(rel_dir, staged.partition_by)
+            if staged.replace_partitions and any(
+                    values.get(k) not in _values(v) for k, v in staged.replace_partitions.items()):
+                raise SchemaMismatchError(f"table '{staged.name}': rows outside the partitions being "
+                                          f"replaced {dict(staged.replace_partitions)}: {values}")
+            checked.append((f"{staging}/{rel}", rel, size, mtime, rows, values))
+        _adopt_files(staged, checked)
+        staged.rows = sum(f[3] for f in staged.files)
+    except BaseException:
+        discard(staged)
+        raise
+    finally:
+        fs.delete(staging, recursive=True)
+
+
+def _partition_values(rel_dir: str, partition_by: list[str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for part in [p for p in rel_dir.split("/") if p]:
+        key, _, raw = part.partition("=")
+        values[key] = urllib.parse.unquote(raw)
+    if set(values) != set(partition_by):
+        raise SchemaMismatchError(f"unexpected partition folders {rel_dir!r} for {partition_by}")
+    if any(v == "__HIVE_DEFAULT_PARTITION__" for v in values.values()):
+        raise SchemaMismatchError(f"null values in partition columns {partition_by}")
+    return values
+
+
+def _adopt_files(staged: StagedWrite, checked: list[tuple[str, str, int, int, int, dict[str, str]]]) -> None:
+    """Move the verified files next to the table's other files (a rename on HDFS and local disks)."""
+    for file_uri, rel, size, mtime, rows, values in checked:
+        staged.fs.rename(file_uri, f"{staged.uri}/{rel}")
+        staged.files.append((rel, size, mtime, rows, values))
+
+
+def discard(staged: StagedWrite) -> None:
+    """Remove a staged write's files; nothing of it was committed."""
+    if staged.fs is not None and not staged.committed:
+        for rel, *_ in staged.files:
+            staged.fs.delete(f"{staged.uri}/{rel}")
+    staged.files = []
+    _stop_heartbeat(staged)
+
+
+def _stop_heartbeat(staged: StagedWrite) -> None:
+    if staged.heartbeat is not None:
+        staged.heartbeat.stop()
+        staged.heartbeat = None
+
+
+def commit(staged: StagedWrite, *, metadata: Mapping[str, Any] | None = None) -> WriteResult:
+    """Commit a staged write as one new version; on failure its files are removed."""
+    path = table_path(staged.lake, staged.name)
+    if staged.skipped:
+        return WriteResult(staged.name, path, table_version(staged.lake, staged.name) or 0, 0, 0,
+                           committed=False)
+    if staged.native_df is not None:
+        return _write_native(staged, path)
+    try:
+        return _commit_rs(staged, path, metadata)
+    except BaseException:
+        discard(staged)
+        raise
+    finally:
+        _stop_heartbeat(staged)
 
 
 def _values(value: str | Sequence[str]) -> list[str]:
@@ -209,21 +594,20 @@ def _check_schema(name: str, table_schema: Any, df: Any, *, replacing: bool) -> 
                                   f"{want}")
 
 
-def _write_native(df: Any, path: Path, name: str, mode: str, partition_by: list[str],
-                  replace_partitions: Mapping[str, str | Sequence[str]] | None, app_id: str | None,
-                  app_version: int | None) -> WriteResult:
-    writer = df.write.format("delta").mode("append" if mode == "error" else mode)
-    if partition_by:
-        writer = writer.partitionBy(*partition_by)
-    if replace_partitions:
+def _write_native(staged: StagedWrite, path: Any) -> WriteResult:
+    df = staged.native_df
+    writer = df.write.format("delta").mode("append" if staged.mode == "error" else staged.mode)
+    if staged.partition_by:
+        writer = writer.partitionBy(*staged.partition_by)
+    if staged.replace_partitions:
         where = " AND ".join(f"`{k}` IN ({', '.join(repr(x) for x in _values(v))})"
-                             for k, v in replace_partitions.items())
+                             for k, v in staged.replace_partitions.items())
         writer = writer.option("replaceWhere", where)
-    if app_id is not None and app_version is not None:
-        writer = writer.option("txnAppId", app_id).option("txnVersion", app_version)
-    writer.save(str(path))
-    dt = _open(path.parent, name)
-    return WriteResult(name, path, dt.version(), -1, -1, committed=True)
+    if staged.app_id is not None and staged.app_version is not None:
+        writer = writer.option("txnAppId", staged.app_id).option("txnVersion", staged.app_version)
+    writer.save(staged.uri)
+    dt = _open(staged.lake, staged.name)
+    return WriteResult(staged.name, path, dt.version(), -1, -1, committed=True)
 
 
 def _spark_arrow_schema(df: Any) -> Any:
@@ -233,132 +617,124 @@ def _spark_arrow_schema(df: Any) -> Any:
     return to_arrow_schema(df.schema, timezone="UTC")
 
 
-def _write_rs(df: Any, path: Path, name: str, mode: str, partition_by: list[str],
-              replace_partitions: Mapping[str, str | Sequence[str]] | None, app_id: str | None,
-              app_version: int | None, base: int | None,
-              metadata: Mapping[str, Any] | None) -> WriteResult:
+def _commit_rs(staged: StagedWrite, path: Any, metadata: Mapping[str, Any] | None) -> WriteResult:
     from deltalake import CommitProperties, DeltaTable, Schema
     from deltalake.exceptions import CommitFailedError
-    from deltalake.transaction import Transaction, create_table_with_add_actions
+    from deltalake.transaction import AddAction, Transaction, create_table_with_add_actions
 
-    attempt = uuid.uuid4().hex
-    staging = path / STAGING / attempt
-    path.mkdir(parents=True, exist_ok=True)
-    df.write.mode("overwrite").partitionBy(*partition_by).parquet(str(staging))
-    moved = _adopt_files(staging, path, partition_by)
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        adds = [_add_action(path, rel, values) for rel, values in moved]
-        if replace_partitions:
-            bad = [(rel, v) for rel, v in moved
-                   if any(v.get(k) not in _values(val) for k, val in replace_partitions.items())]
-            if bad:
-                raise SchemaMismatchError(f"table '{name}': rows outside the partitions being "
-                                          f"replaced {dict(replace_partitions)}: {bad[0][1]}")
-        schema = _spark_arrow_schema(df)
+    rs_uri, options = _rs(staged.uri)
+    adds = [AddAction(rel, size, values, mtime, True, json.dumps({"numRecords": rows}))
+            for rel, size, mtime, rows, values in staged.files]
+    touched: Any = "*"
+    if staged.mode != "overwrite" or staged.replace_partitions:
+        touched = staged.touched + [{k: v} for k, vals in (staged.replace_partitions or {}).items()
+                                    for v in _values(vals)]
+    custom = {**{k: str(v) for k, v in (metadata or {}).items()}, _ATTEMPT_KEY: staged.attempt,
+              _TOUCHED_KEY: json.dumps(touched, sort_keys=True)}
+    filters = ([(k, "in", _values(v)) for k, v in staged.replace_partitions.items()]
+               if staged.replace_partitions else None)
+    base = staged.base
+    for _ in range(_COMMIT_RETRIES):
         props = CommitProperties(
-            custom_metadata={**{k: str(v) for k, v in (metadata or {}).items()}, _ATTEMPT_KEY: attempt},
-            app_transactions=[Transaction(app_id, app_version)] if app_id and app_version is not None
-            else None,
-            # An overwrite must land right after `base`: delta-rs would rebase it over a concurrent
-            # append (keeping the appended rows) instead of failing.
-            max_commit_retries=0 if mode == "overwrite" else None)
-        with _create_lock(path):
-            if base is None and not DeltaTable.is_deltatable(str(path)):
-                create_table_with_add_actions(str(path), Schema.from_arrow(schema), adds,
-                                              mode="error", partition_by=partition_by or None,
-                                              name=name, commit_properties=props)
-            else:
-                if base is None:  # created by someone else while we wrote: append after them
-                    if mode != "append":
-                        raise TableConflictError(
-                            f"table '{name}' was created by another writer while this job ran; "
-                            "nothing was committed; re-run the job")
-                    dt = DeltaTable(str(path))
+            custom_metadata=custom,
+            app_transactions=[Transaction(staged.app_id, staged.app_version)]
+            if staged.app_id and staged.app_version is not None else None,
+            # A strict commit must land right after `base`: delta-rs would rebase it over a
+            # concurrent append (keeping the appended rows) instead of failing.
+            max_commit_retries=0 if staged.strict else None)
+        try:
+            with _create_lock(staged):
+                if _already_committed(staged.lake, staged.name, staged.app_id, staged.app_version):
+                    discard(staged)  # another run of the same input committed while we wrote
+                    return WriteResult(staged.name, path, table_version(staged.lake, staged.name) or 0,
+                                       0, 0, committed=False)
+                current = table_version(staged.lake, staged.name)
+                if current is None:
+                    if base is not None:
+                        raise TableConflictError(f"table '{staged.name}' disappeared while this job ran")
+                    create_table_with_add_actions(rs_uri, Schema.from_arrow(staged.schema), adds,
+                                                  mode="error", partition_by=staged.partition_by or None,
+                                                  name=staged.name, commit_properties=props,
+                                                  storage_options=options)
+                    staged.committed = True
                 else:
-                    dt = DeltaTable(str(path), version=base)
-                filters = ([(k, "in", _values(v)) for k, v in replace_partitions.items()]
-                           if replace_partitions else None)
-                dt.create_write_transaction(adds, mode="overwrite" if mode == "overwrite" else "append",
-                                            schema=schema, partition_by=partition_by or None,
-                                            partition_filters=filters, commit_properties=props)
-    except CommitFailedError as exc:
-        _remove(path, [rel for rel, _ in moved])
-        raise TableConflictError(
-            f"table '{name}' changed while this job ran (another writer committed after version "
-            f"{base}); nothing was committed; re-run the job. ({' '.join(str(exc).split())[:200]})"
-        ) from exc
-    except BaseException:
-        _remove(path, [rel for rel, _ in moved])
-        raise
-    rows = sum(json.loads(a.stats)["numRecords"] for a in adds)
-    return WriteResult(name, path, _version_of(path, attempt), rows, len(adds), committed=True)
+                    if base is None and staged.strict:
+                        raise TableConflictError(
+                            f"table '{staged.name}' was created by another writer while this job ran; "
+                            "nothing was committed; re-run the job")
+                    dt = DeltaTable(rs_uri, version=current if base is None else base,
+                                    storage_options=options)
+                    dt.create_write_transaction(
+                        adds, mode="overwrite" if staged.mode == "overwrite" else "append",
+                        schema=staged.schema, partition_by=staged.partition_by or None,
+                        partition_filters=filters, commit_properties=props)
+            staged.committed = True
+            break
+        except CommitFailedError as exc:
+            latest = table_version(staged.lake, staged.name)
+            if _already_committed(staged.lake, staged.name, staged.app_id, staged.app_version):
+                discard(staged)
+                return WriteResult(staged.name, path, latest or 0, 0, 0, committed=False)
+            if not (staged.replace_partitions and base is not None and latest is not None
+                    and _disjoint_since(staged, base, latest)):
+                raise TableConflictError(
+                    f"table '{staged.name}' changed while this job ran (another writer committed after "
+                    f"version {base}); nothing was committed; re-run the job. "
+                    f"({' '.join(str(exc).split())[:200]})") from exc
+            base = latest  # the concurrent commits touched other partitions: ours still hold
+    else:
+        raise TableConflictError(f"table '{staged.name}': gave up after {_COMMIT_RETRIES} commit "
+                                 "attempts against concurrent writers; re-run the job")
+    return WriteResult(staged.name, path, _version_of(staged.lake, staged.name, staged.attempt),
+                       sum(f[3] for f in staged.files), len(adds), committed=True)
 
 
-def _version_of(path: Path, attempt: str) -> int:
+def _disjoint_since(staged: StagedWrite, base: int, latest: int) -> bool:
+    """True when every commit after `base` touched only partitions we do not replace.
+
+    delta-rs's conflict checker is not partition-aware (an overwrite of `stage=clean` conflicts
+    with one of `stage=url`); our commits record what they touched, so two stages sharing `drops`
+    both get in. A commit that does not say (another writer) counts as touching everything.
+    """
+    mine = {(k, v) for k, vals in (staged.replace_partitions or {}).items() for v in _values(vals)}
+    entries = history(staged.lake, staged.name, limit=latest - base + 8)
+    for entry in entries:
+        if not base < int(entry.get("version", -1)) <= latest:
+            continue
+        raw = entry.get(_TOUCHED_KEY)
+        if raw is None:
+            return False
+        touched = json.loads(raw)
+        if touched == "*" or not isinstance(touched, list):
+            return False
+        if any((k, v) in mine for part in touched for k, v in part.items()):
+            return False
+    return True
+
+
+def _version_of(lake: str, name: str, attempt: str) -> int:
     """The version our commit got. Not simply the latest: another writer may already have
     committed after us (appends are rebased), so find the commit that carries our attempt id."""
-    from deltalake import DeltaTable
-
-    dt = DeltaTable(str(path))
-    for entry in dt.history(limit=64):
+    for entry in history(lake, name, limit=64):
         if entry.get(_ATTEMPT_KEY) == attempt:
             return int(entry["version"])
-    raise RuntimeError(f"committed to {path} but cannot find the commit of attempt {attempt}")
-
-
-def _adopt_files(staging: Path, table: Path, partition_by: list[str]) -> list[tuple[str, dict[str, str]]]:
-    """Move the Parquet files Spark wrote into the table folder; return (relative path, partition)."""
-    found: list[tuple[Path, Path, dict[str, str]]] = []
-    for file in sorted(staging.rglob("*.parquet")):
-        rel_dir = file.parent.relative_to(staging)
-        if any(part.startswith((".", "_")) for part in rel_dir.parts) or file.name.startswith((".", "_")):
-            continue
-        values: dict[str, str] = {}
-        for part in rel_dir.parts:
-            key, _, raw = part.partition("=")
-            values[key] = urllib.parse.unquote(raw)
-        if set(values) != set(partition_by):
-            raise SchemaMismatchError(f"unexpected partition folders {rel_dir} for {partition_by}")
-        if any(v == "__HIVE_DEFAULT_PARTITION__" for v in values.values()):
-            raise SchemaMismatchError(f"null values in partition columns {partition_by}")
-        found.append((file, rel_dir, values))
-    moved: list[tuple[str, dict[str, str]]] = []
-    for file, rel_dir, values in found:  # only once all are checked: a refusal moves nothing
-        dest = table / rel_dir / file.name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(file, dest)
-        moved.append((str(rel_dir / file.name), values))
-    return moved
-
-
-def _add_action(table: Path, rel: str, values: dict[str, str]) -> Any:
-    import pyarrow.parquet as pq
-    from deltalake.transaction import AddAction
-
-    full = table / rel
-    st = full.stat()
-    rows = pq.read_metadata(full).num_rows
-    return AddAction(rel, st.st_size, values, int(st.st_mtime * 1000), True,
-                     json.dumps({"numRecords": rows}))
-
-
-def _remove(table: Path, rels: list[str]) -> None:
-    for rel in rels:
-        try:
-            (table / rel).unlink()
-        except FileNotFoundError:
-            pass
+    raise RuntimeError(f"committed to {table_uri(lake, name)} but cannot find the commit of attempt {attempt}")
 
 
 @contextmanager
-def _create_lock(path: Path) -> Iterator[None]:
-    """Serialise table creation: delta-rs lets two racing creators both 'succeed'.
+def _create_lock(staged: StagedWrite) -> Iterator[None]:
+    """Serialise commits to one table: delta-rs lets two racing creators both 'succeed', and the
+    app-transaction check must see every commit made before ours.
 
     An flock is released by the kernel when its holder dies, so a killed job never leaves the
-    table locked.
+    table locked. Remote lakes have no flock: there, create each table from one job first.
     """
-    with open(path / _CREATE_LOCK, "a+") as handle:
+    if not is_local(staged.uri):
+        yield
+        return
+    folder = _local(staged.uri)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / _CREATE_LOCK, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -366,24 +742,63 @@ def _create_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+# --------------------------------------------------------------------------------------------
+# Vacuum
+
+
+def live_attempts(lake: str | Path, name: str) -> list[str]:
+    """Attempt ids whose writer is alive (holds its heartbeat's lock)."""
+    staging = _local_table(lake, name) / STAGING
+    if not staging.is_dir():
+        return []
+    return sorted(p.name[: -len(HEARTBEAT_SUFFIX)] for p in staging.iterdir()
+                  if p.name.endswith(HEARTBEAT_SUFFIX) and _alive(p))
+
+
+def _local_table(lake: str | Path, name: str) -> Path:
+    uri = table_uri(lake, name)
+    if not is_local(uri):
+        raise ConfigError(f"vacuum works on local (or mounted) lakes; for {uri} use the storage's "
+                          "own lifecycle rules or delta-rs's vacuum")
+    return _local(uri)
+
+
 def vacuum(lake: str | Path, name: str, *, retention_hours: float = 168.0,
-           dry_run: bool = False) -> list[str]:
+           dry_run: bool = False, force: bool = False) -> list[str]:
     """Delete files no version within `retention_hours` needs, and leftovers of dead writers.
 
     Leftovers are staging folders and data files no commit ever referenced (a job killed between
-    writing and committing). Staging folders younger than the retention may belong to a running
-    writer and are kept. Returns the deleted (or, with `dry_run`, deletable) paths.
+    writing and committing). Nothing of a live writer (fresh heartbeat) is touched: while one runs,
+    unreferenced data files are kept (they may be its files, moved in and about to be committed).
+    A dead attempt's age is that of its last heartbeat. A retention under MIN_RETENTION_HOURS
+    needs `force`. Returns the deleted (or, with `dry_run`, deletable) paths.
     """
+    if retention_hours < MIN_RETENTION_HOURS and not force:
+        raise ConfigError(f"vacuum retention {retention_hours} h is under {MIN_RETENTION_HOURS:g} h: "
+                          "readers of older versions and slow writers may still need those files; "
+                          "pass --force to do it anyway")
     dt = _open(lake, name)
-    path = table_path(lake, name)
+    path = _local_table(lake, name)
+    alive = set(live_attempts(lake, name))
     removed = [str(path / p) for p in dt.vacuum(retention_hours=int(retention_hours), dry_run=dry_run,
-                                                 enforce_retention_duration=False, full=True)]
+                                                 enforce_retention_duration=False, full=not alive)]
     cutoff = time.time() - retention_hours * 3600
     staging = path / STAGING
     if staging.is_dir():
-        for attempt in sorted(staging.iterdir()):
-            if attempt.stat().st_mtime <= cutoff:
+        for attempt in sorted(p for p in staging.iterdir() if p.is_dir()):
+            beat = staging / (attempt.name + HEARTBEAT_SUFFIX)
+            if attempt.name in alive or _alive(beat):  # re-checked: it may have started just now
+                continue
+            last = beat.stat().st_mtime if beat.exists() else attempt.stat().st_mtime
+            if last <= cutoff:
                 removed.append(str(attempt))
                 if not dry_run:
                     shutil.rmtree(attempt, ignore_errors=True)
+                    beat.unlink(missing_ok=True)
+        for beat in sorted(staging.glob("*" + HEARTBEAT_SUFFIX)):  # heartbeats of finished attempts
+            stem = beat.name[: -len(HEARTBEAT_SUFFIX)]
+            if not (staging / stem).exists() and not _alive(beat) and beat.stat().st_mtime <= cutoff:
+                removed.append(str(beat))
+                if not dry_run:
+                    beat.unlink(missing_ok=True)
     return removed

@@ -348,13 +348,16 @@ def test_overwrite_from_a_stale_version_conflicts(spark, lake_dir):
     assert lake.table_version(lake_dir, "stale") == 2
     assert arrow_rows(lake.read_arrow(lake_dir, "stale")) == sorted(theirs + rows(1, 30, tag="late"))
 
-    # An append based on a version before others' appends is rebased after them ...
-    assert lake.write_table(make_df(spark, rows(1, start=60)), lake_dir, "stale", mode="append",
-                            base_version=1).version == 3
-    # ... but not over an overwrite that removed what it was based on.
+    # A plain append is rebased after others' appends ...
+    assert lake.write_table(make_df(spark, rows(1, start=60)), lake_dir, "stale", mode="append").version == 3
+    # ... but an append that names the version its rows were derived from lands only on top of it
+    # (ingest numbers repeated documents after those already in the table).
     with pytest.raises(TableConflictError):
         lake.write_table(make_df(spark, rows(1, start=65)), lake_dir, "stale", mode="append",
-                         base_version=0)
+                         base_version=1)
+    with pytest.raises(TableConflictError):
+        lake.write_table(make_df(spark, rows(1, start=65)), lake_dir, "stale", mode="append",
+                         base_version=None)
     assert data_files(path) == set().union(*(logged_files(path, v) for v in range(4)))
     # An overwrite based on the latest version goes through.
     assert lake.write_table(make_df(spark, rows(1, start=70)), lake_dir, "stale", mode="overwrite",
@@ -380,7 +383,7 @@ def test_vacuum_dry_run_lists_without_deleting(spark, lake_dir):
     running = path / lake.STAGING / "running"
     running.mkdir()
 
-    listed = lake.vacuum(lake_dir, "vac", retention_hours=0, dry_run=True)
+    listed = lake.vacuum(lake_dir, "vac", retention_hours=0, dry_run=True, force=True)
     assert {str(path / f) for f in old_files} | {str(dead), str(running)} == set(listed)
     assert data_files(path) == old_files | new_files and dead.is_dir() and running.is_dir()
     assert lake.table_version(lake_dir, "vac") == 1
@@ -392,7 +395,7 @@ def test_vacuum_dry_run_lists_without_deleting(spark, lake_dir):
 
     deleted = lake.vacuum(lake_dir, "vac", retention_hours=1)
     assert deleted == [str(dead)] and not dead.exists() and running.is_dir()
-    deleted = lake.vacuum(lake_dir, "vac", retention_hours=0)
+    deleted = lake.vacuum(lake_dir, "vac", retention_hours=0, force=True)
     assert {str(path / f) for f in old_files} | {str(running)} == set(deleted)
     assert data_files(path) == new_files
     assert arrow_rows(lake.read_arrow(lake_dir, "vac")) == rows(2, start=10)
@@ -424,14 +427,13 @@ barrier = Path(cfg["barrier"])
 original = lake._adopt_files
 step = {}
 
-def adopt(staging, table, partition_by):
-    moved = original(staging, table, partition_by)  # our files now lie in the table, uncommitted
+def adopt(staged, checked):
+    original(staged, checked)  # our files now lie in the table, uncommitted
     if step.get("kill"):
-        say(event="adopted", moved=[rel for rel, _ in moved])
+        say(event="adopted", moved=[f[0] for f in staged.files])
         os.kill(os.getpid(), signal.SIGKILL)
-    (barrier / (table.name + "." + cfg["worker"])).touch()  # wait until the other one got here too
-    wait_for(lambda: len(list(barrier.glob(table.name + ".*"))) >= 2, "the other writer")
-    return moved
+    (barrier / (staged.name + "." + cfg["worker"])).touch()  # wait until the other one got here too
+    wait_for(lambda: len(list(barrier.glob(staged.name + ".*"))) >= 2, "the other writer")
 
 lake._adopt_files = adopt
 spark = get_spark("lake-worker", conf={"spark.master": "local[1]", "spark.sql.shuffle.partitions": "2"})
@@ -555,7 +557,7 @@ def test_writer_killed_before_commit_leaves_previous_version(workers, spark):
     assert not strays & logged_files(path)
     assert list((path / lake.STAGING).iterdir()), "the dead writer's staging folder is left over"
 
-    deleted = lake.vacuum(lake_root, "killed", retention_hours=0)
+    deleted = lake.vacuum(lake_root, "killed", retention_hours=0, force=True)
     assert {str(path / s) for s in strays} <= set(deleted)
     assert not any(str(path / f) in deleted for f in logged_files(path))
     assert data_files(path) == logged_files(path)
