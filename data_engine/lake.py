@@ -375,7 +375,7 @@ class StagedWrite:
     strict: bool  # commit only on top of `base` (appends included)
     schema: Any = None
     attempt: str = ""
-    files: list[tuple[str, int, int, int, dict[str, str]]] = field(default_factory=list)  # rel, size, mtime, rows, parts
+    files: list[tuple[str, int, int, int, dict[str, str]]] = field(default_factory=list)  # rel, size, mtime, rows
     rows: int = 0
     skipped: bool = False  # the app transaction was already committed when the write started
     native_df: Any = None
@@ -465,8 +465,11 @@ def stage_write(df: Any, lake: str | Path, name: str, *, mode: WriteMode = "erro
         _check_schema(name, _open(lake, name).schema().to_arrow(), df,
                       replacing=mode == "overwrite" and not replace_partitions)
     if strict and base != current:
-        raise TableConflictError(f"table '{name}' is at version {current}, not {base} as this job "
-                                 "read it; nothing was committed; re-run the job")
+        if not (replace_partitions and base is not None and current is not None
+                and _disjoint_since(staged, base, current)):
+            raise TableConflictError(f"table '{name}' is at version {current}, not {base} as this job "
+                                     "read it; nothing was committed; re-run the job")
+        staged.base = current  # others replaced only partitions we do not touch
     if sort_by:
         df = df.sortWithinPartitions(*partition_by, *sort_by)
     if delta_native(df.sparkSession):

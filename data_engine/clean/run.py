@@ -18,6 +18,7 @@ from data_engine.clean.stats import STAT_NAMES
 from data_engine.config import CleanConfig
 from data_engine.dedup.base import drop_rows
 from data_engine.langs import LANGS, UNKNOWN
+from data_engine.stage import Counts, Output, StagePlan, commit_plan, require_consistent
 from data_engine.tables import DOCS_CLEAN, DROPS
 
 CLEAN_STAGES = ("clean", "lid")
@@ -71,14 +72,14 @@ def _prepare_partitions(cfg: CleanConfig, columns: list[str]) -> Any:
     return prepare
 
 
-def clean(spark: Any, lake_dir: str, cfg: CleanConfig = CleanConfig(), *, input_version: int | None = None,
-          run: Any = None) -> CleanResult:
+def plan_clean(spark: Any, lake_dir: str, cfg: CleanConfig = CleanConfig(), *,
+               input_version: int | None = None) -> StagePlan:
+    """Tag every document kept or dropped (with the first rule that fired); nothing is written."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
+    require_consistent(lake_dir, cfg.input_table)
     source = lake.read_table(spark, lake_dir, cfg.input_table, version=input_version)
-    if run is not None:
-        run.table_read(source.name, source.path, source.version)
     base_clean = lake.table_version(lake_dir, DOCS_CLEAN)
     base_drops = lake.table_version(lake_dir, DROPS)
     df = source.df
@@ -101,35 +102,40 @@ def clean(spark: Any, lake_dir: str, cfg: CleanConfig = CleanConfig(), *, input_
               .withColumn("_drop", F.col("_reason").isNotNull())
               .persist(StorageLevel.MEMORY_AND_DISK))
     result = CleanResult(cfg.input_table, source.version)
-    try:
-        for r in tagged.groupBy("lang", "_reason", (F.col("lang") != F.col("lang_given")).alias("relabelled")) \
-                .count().collect():
-            counts = result.by_lang.setdefault(r.lang, {"in": 0, "kept": 0, "dropped": 0})
-            counts["in"] += r["count"]
-            result.records += r["count"]
-            if r._reason is None:
-                counts["kept"] += r["count"]
-                result.kept += r["count"]
-                result.relabelled += r["count"] if r.relabelled else 0
-            else:
-                counts["dropped"] += r["count"]
-                result.dropped += r["count"]
-                result.by_reason[r._reason] = result.by_reason.get(r._reason, 0) + r["count"]
-        meta = {"job": "clean", "input": f"{cfg.input_table}@v{source.version}",
-                "mlflow_run_id": getattr(run, "run_id", "")}
-        kept = tagged.where(~F.col("_drop")).select(*columns, *LID_COLUMNS)
-        written = lake.write_table(kept, lake_dir, DOCS_CLEAN, mode="overwrite", sort_by=("doc_id",),
-                                   base_version=base_clean, metadata=meta)
-        result.tables[DOCS_CLEAN] = written.version
-        drops = drop_rows(tagged.where(F.col("_drop")),
-                          stage=F.when(F.col("_reason") == "lid_mismatch", F.lit("lid")).otherwise(F.lit("clean")),
-                          reason=F.col("_reason"), detail=F.col("_detail"))
-        written = lake.write_table(drops, lake_dir, DROPS, mode="overwrite", partition_by=("stage",),
-                                   replace_partitions={"stage": list(CLEAN_STAGES)}, sort_by=("doc_id",),
-                                   base_version=base_drops, metadata=meta)
-        result.tables[DROPS] = written.version
-    finally:
-        tagged.unpersist()
-    if result.records != result.kept + result.dropped:  # pragma: no cover - a bug if it fires
-        raise AssertionError(f"clean counts do not reconcile: {result}")
-    return result
+    counts = Counts()
+    for r in tagged.groupBy("lang", "_reason", (F.col("lang") != F.col("lang_given")).alias("relabelled")) \
+            .count().collect():
+        if r._reason is None:
+            counts.add(r.lang, "kept", r["count"])
+            result.relabelled += r["count"] if r.relabelled else 0
+        else:
+            counts.add(r.lang, "dropped", r["count"])
+            result.by_reason[r._reason] = result.by_reason.get(r._reason, 0) + r["count"]
+    result.records, result.kept, result.dropped = counts.records, counts.kept, counts.dropped
+    result.by_lang = counts.by_lang
+    kept = tagged.where(~F.col("_drop")).select(*columns, *LID_COLUMNS)
+    drops = drop_rows(tagged.where(F.col("_drop")),
+                      stage=F.when(F.col("_reason") == "lid_mismatch", F.lit("lid")).otherwise(F.lit("clean")),
+                      reason=F.col("_reason"), detail=F.col("_detail"))
+    outputs = [  # the shared table first: a conflict there stops the stage before its documents land
+        Output(DROPS, drops, rows=counts.dropped, partition_by=("stage",),
+               replace_partitions={"stage": list(CLEAN_STAGES)}, base_version=base_drops),
+        Output(DOCS_CLEAN, kept, rows=counts.kept, base_version=base_clean),
+    ]
+    return StagePlan("clean", {cfg.input_table: source.version}, outputs, counts,
+                     summary={"relabelled": result.relabelled, "dropped_by_reason": result.by_reason,
+                              "by_lang": result.by_lang},
+                     metrics={"relabelled": result.relabelled,
+                              **{f"dropped.{k}": v for k, v in result.by_reason.items()}},
+                     release=tagged.unpersist)
+
+
+def clean(spark: Any, lake_dir: str, cfg: CleanConfig = CleanConfig(), *, input_version: int | None = None,
+          run: Any = None) -> CleanResult:
+    """Plan and commit in one call (tests, notebooks); jobs go through `stage.run_stage`."""
+    plan = plan_clean(spark, lake_dir, cfg, input_version=input_version)
+    tables = commit_plan(lake_dir, plan, run=run)
+    summary = plan.summary
+    return CleanResult(cfg.input_table, plan.inputs[cfg.input_table], plan.counts.records, plan.counts.kept,
+                       plan.counts.dropped, summary["by_lang"], summary["dropped_by_reason"],
+                       summary["relabelled"], tables)

@@ -7,6 +7,7 @@ always explains exactly the current `docs_dedup`, and a re-run gives the same ta
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from data_engine.config import DedupConfig
 from data_engine.dedup.base import DROPS_COLUMNS
 from data_engine.dedup.lines import LINE_DROPS_SCHEMA
 from data_engine.dedup.registry import ALL_DEDUP_STAGES, STAGES
+from data_engine.stage import Counts, Output, ReconcileError, StagePlan, commit_plan, require_consistent
 from data_engine.tables import DOCS_CLEAN, DOCS_DEDUP, DOCS_RAW, DROPS, LINE_DROPS
 
 #: Tables besides docs_dedup and drops that a dedup run rewrites, with their schemas.
@@ -56,17 +58,22 @@ def _count(tagged: Any) -> StageCounts:
     return counts
 
 
-def dedup(spark: Any, lake_dir: str, cfg: DedupConfig = DedupConfig(), *,
-          input_version: int | None = None, run: Any = None) -> DedupResult:
+def plan_dedup(spark: Any, lake_dir: str, cfg: DedupConfig = DedupConfig(), *,
+               input_version: int | None = None) -> StagePlan:
+    """Run the configured stages lazily over the pinned input; nothing is written."""
     table = cfg.input_table or lake.first_existing(lake_dir, (DOCS_CLEAN, DOCS_RAW), purpose="dedup")
+    require_consistent(lake_dir, table)
     source = lake.read_table(spark, lake_dir, table, version=input_version)
-    if run is not None:
-        run.table_read(source.name, source.path, source.version)
     base_dedup = lake.table_version(lake_dir, DOCS_DEDUP)
     base_drops = lake.table_version(lake_dir, DROPS)
     result = DedupResult(table, source.version)
     df = source.df
-    stage_results = []
+    stage_results: list[Any] = []
+
+    def release() -> None:
+        for out in stage_results:
+            out.release()
+
     try:
         for name in cfg.stages:
             out = STAGES[name](df, cfg)
@@ -74,35 +81,47 @@ def dedup(spark: Any, lake_dir: str, cfg: DedupConfig = DedupConfig(), *,
             result.stages[name] = _count(out.tagged)
             result.stages[name].metrics = dict(out.metrics)
             df = out.kept
+        counts = Counts()
         if stage_results:
-            result.records = result.stages[cfg.stages[0]].input
+            first, last = result.stages[cfg.stages[0]], result.stages[cfg.stages[-1]]
+            for lang, c in first.by_lang.items():
+                kept = last.by_lang.get(lang, {}).get("kept", 0)
+                counts.add(lang, "kept", kept)
+                counts.add(lang, "dropped", c["in"] - kept)
         else:
-            result.records = df.count()
-        meta = {"job": "dedup", "input": f"{table}@v{source.version}",
-                "stages": ",".join(cfg.stages), "mlflow_run_id": getattr(run, "run_id", "")}
-        written = lake.write_table(df, lake_dir, DOCS_DEDUP, mode="overwrite", sort_by=("doc_id",),
-                                   base_version=base_dedup, metadata=meta)
-        result.tables[DOCS_DEDUP] = written.version
-        result.kept = written.rows if written.rows >= 0 else df.count()
+            for r in df.groupBy("lang").count().collect():
+                counts.add(r.lang, "kept", r["count"])
+        dropped_rows = sum(c.dropped for c in result.stages.values())
+        if dropped_rows != counts.dropped:  # each removed document is dropped by exactly one stage
+            raise ReconcileError(f"dedup: stages dropped {dropped_rows} documents but the input lost "
+                                 f"{counts.dropped}; nothing was committed")
         drops = spark.createDataFrame([], ", ".join(f"{c} string" for c in DROPS_COLUMNS))
         for out in stage_results:
             drops = drops.unionByName(out.dropped)
-        written = lake.write_table(drops, lake_dir, DROPS, mode="overwrite", partition_by=("stage",),
-                                   replace_partitions={"stage": list(ALL_DEDUP_STAGES)},
-                                   sort_by=("doc_id",), base_version=base_drops, metadata=meta)
-        result.tables[DROPS] = written.version
-        result.dropped = sum(c.dropped for c in result.stages.values())
+        outputs = [Output(DROPS, drops, rows=counts.dropped, partition_by=("stage",),
+                          replace_partitions={"stage": list(ALL_DEDUP_STAGES)}, base_version=base_drops)]
         extras = {name: frame for out in stage_results for name, frame in out.extra.items()}
         for name, schema in OWNED_TABLES.items():  # replaced each run, like the dedup drops
             if name not in extras and not lake.exists(lake_dir, name):
                 continue
             frame = extras.get(name, spark.createDataFrame([], schema))
-            written = lake.write_table(frame, lake_dir, name, mode="overwrite", partition_by=("kind",),
-                                       metadata=meta)
-            result.tables[name] = written.version
-    finally:
-        for out in stage_results:
-            out.release()
-    if result.records != result.kept + result.dropped:  # pragma: no cover - a bug if it fires
-        raise AssertionError(f"dedup counts do not reconcile: {result}")
-    return result
+            outputs.append(Output(name, frame, rows=None, partition_by=("kind",), sort_by=()))
+        outputs.append(Output(DOCS_DEDUP, df, rows=counts.kept, base_version=base_dedup))
+    except BaseException:
+        release()
+        raise
+    result.records, result.kept, result.dropped = counts.records, counts.kept, counts.dropped
+    return StagePlan("dedup", {table: source.version}, outputs, counts,
+                     summary={"stages": {k: dataclasses.asdict(v) for k, v in result.stages.items()}},
+                     release=release)
+
+
+def dedup(spark: Any, lake_dir: str, cfg: DedupConfig = DedupConfig(), *,
+          input_version: int | None = None, run: Any = None) -> DedupResult:
+    """Plan and commit in one call (tests, notebooks); jobs go through `stage.run_stage`."""
+    plan = plan_dedup(spark, lake_dir, cfg, input_version=input_version)
+    tables = commit_plan(lake_dir, plan, run=run)
+    [(table, version)] = plan.inputs.items()
+    stages = {k: StageCounts(**v) for k, v in plan.summary["stages"].items()}
+    return DedupResult(table, version, plan.counts.records, plan.counts.kept, plan.counts.dropped,
+                       stages, tables)
