@@ -19,11 +19,44 @@ STAT_NAMES = ("units", "mean_line_chars", "line_punct_frac", "symbol_ratio", "di
               "dup_line_frac", "dup_line_char_frac", "top_2gram_frac", "dup_5gram_frac", "lorem_ipsum",
               "curly_ratio", "code_line_frac", "bullet_line_frac")
 
-_TERMINAL = tuple(".!?。！？…\"'”’»)]」』។៕။၊" + "।")  # ends of sentences in our scripts (and closing quotes)
+# Ends of sentences in our scripts (and closing quotes), and ends of clauses: a line of prose in
+# Waray, Cebuano, Tagalog, Indonesian or Vietnamese often ends in `;` (a clause of a list, the UDHR
+# preamble) or `:` (before a list), which FineWeb's `.!?"'` does not count; menus and tag lists
+# end in neither.
+_TERMINAL = tuple(".!?。！？…\"'”’»)]」』។៕။၊" + "।" + ";:；：")
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _BULLET = re.compile(r"^\s*(?:[-*•·●▪►–—◦‣○■□✓✔]|\d{1,3}[.)])\s")
-_CODE = re.compile(r"(?:[;{}]\s*$|^\s*(?:function\b|var |let |const |import |#include|def |class |return\b"
-                   r"|<\w+[^>]*>|</\w+>))")
+# A line is code when it carries syntax natural text does not have. A `;` or `:` at the end of a
+# line is not such a sign: Waray, Cebuano, Tagalog and Ilocano end clauses and list items with `;`,
+# Vietnamese and many others end a line before a list with `:` (the UDHR preamble is `;`-separated in
+# most languages). So a final `;` counts only together with a code token on the same line.
+_CODE_START = re.compile(r"\s*(?:" + "|".join([  # matched at the start of the line
+    r"[}\])]+\s*[;,)]?\s*$",  # a line of closing brackets
+    r"}",  # `} else {`, `});`
+    r"(?://|/\*|\*/|#!|<!--|<\?php)",  # comments, PHP
+    r"function\s*[\w$]*\s*\(",
+    r"(?:var|let|const)\s+[\w$]+\s*(?:=|;|,)",
+    r"import\s+[\w.]+(?:\s+as\s+\w+)?\s*;?\s*$|import\s.*\sfrom\s+['\"]|from\s+[\w.]+\s+import\s+\w",
+    r"return\s+[\w$.\[\]()]+\s*;\s*$",  # `return total;`
+    r"def\s+\w+\s*\(|class\s+\w+\s*(?:[:({]|extends\b|implements\b)|#include\s*[<\"]",
+    r"(?:if|elif|else|for|while|with|try|except|finally)\b[^.!?(\[=]{0,120}[(\[=][^.!?]{0,120}:\s*$"
+    r"|(?:else|try|finally)\s*:\s*$",  # Python block openers with code in them
+    r"[\w$.\[\]'\"]+\s*(?:[-+*/.|&]?=|=>)\s*[^=\s]",  # an assignment: `x = 1`, `total += n`
+    r"[a-z]+(?:-[a-z]+)*\s*:\s*[\w#%.,()'\" -]{1,60};\s*$",  # a CSS declaration `margin: 0 auto;`
+    r"\"[^\"]+\"\s*:\s*\S",  # a JSON member
+]) + ")")
+_CODE_ANYWHERE = re.compile(r"[{}]\s*[;,)]?\s*$"  # a block opens or closes at the end of the line
+                            r"|<\w+(?:\s+[\w:-]+(?:=\"[^\"]*\"|='[^']*')?)*\s*/?>|</\w+>|\?>\s*$")  # markup
+_CODE_TOKEN = re.compile(r"[=$\[\]]|\w\(|\)\s*;|->|::|\+\+|&&|\|\|")  # with a final `;`: a statement
+
+
+def is_code_line(line: str) -> bool:
+    """Whether a line looks like program source or markup rather than prose (see `_CODE_START`)."""
+    if _CODE_START.match(line) or _CODE_ANYWHERE.search(line):
+        return True
+    return line.rstrip().endswith(";") and bool(_CODE_TOKEN.search(line))
+
+
 _LOREM = re.compile(r"lorem ipsum", re.IGNORECASE)
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -106,7 +139,7 @@ def document_stats(text: str, spaceless: bool, chars_per_word: int = 3,
         "dup_5gram_frac": dup5,
         "lorem_ipsum": 1.0 if _LOREM.search(text) else 0.0,
         "curly_ratio": (text.count("{") + text.count("}")) / non_space,
-        "code_line_frac": sum(bool(_CODE.search(ln)) for ln in lines) / max(len(lines), 1),
+        "code_line_frac": sum(is_code_line(ln) for ln in lines) / max(len(lines), 1),
         "bullet_line_frac": sum(bool(_BULLET.match(ln)) for ln in lines) / max(len(lines), 1),
     }
 
