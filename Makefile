@@ -15,17 +15,14 @@ TORCH_SOURCE := $(if $(wildcard /opt/wheels/torch-*.whl),--find-links /opt/wheel
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.lock scripts/spark-tool-wrapper
+$(STAMP): pyproject.toml requirements.lock scripts/spark-tool-wrapper scripts/install-spark-wrappers
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	# The lock is the whole set: install exactly it (--no-deps), nothing resolved again.
 	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode --no-deps $(TORCH_SOURCE) -r requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
-	spark_home=$$($(BIN)/python -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))'); \
-	for tool in spark-submit spark-class pyspark; do \
-	  sed -e "s|@TOOL@|$$tool|g" -e "s|@SPARK_HOME@|$$spark_home|g" \
-	      -e "s|@SPARK_CONF_DIR@|$(CURDIR)/data_engine/resources/spark|g" \
-	      scripts/spark-tool-wrapper > $(BIN)/$$tool; chmod +x $(BIN)/$$tool; done
+	# New files renamed into place, never written through uv's hard links into its cache.
+	scripts/install-spark-wrappers $(VENV)
 	touch $@
 
 # Re-resolve requirements.lock after changing pyproject.toml (NeMo's known-good set as constraints).
@@ -44,9 +41,10 @@ ui: venv
 	$(BIN)/sailyard ui --work-dir $(WORK)
 
 # A standalone Spark cluster on this machine (Master + one Worker, loopback only), for
-# `spark-submit --master spark://127.0.0.1:7077 jobs/...`.
+# `spark-submit --master spark://127.0.0.1:7077 jobs/...`. `make cluster-up CLUSTER_PRIVATE_DIR=D`
+# hides what the executors write under D from the driver: a cluster without a shared disk (root only).
 cluster-up: venv
-	$(BIN)/python -m data_engine.cluster up --dir $(CLUSTER_DIR)
+	$(BIN)/python -m data_engine.cluster up --dir $(CLUSTER_DIR)$(if $(CLUSTER_PRIVATE_DIR), --private-dir $(CLUSTER_PRIVATE_DIR))
 
 cluster-down:
 	$(BIN)/python -m data_engine.cluster down --dir $(CLUSTER_DIR)
