@@ -412,10 +412,20 @@ class QualityScoreConfig:
     without_model: Literal["keep", "drop"] = "keep"
     """Documents of a language with no registered classifier: kept unscored, or dropped."""
     registry_prefix: str = "sailyard-quality"
+    models: dict[str, int] = field(default_factory=dict)
+    """Registered model version per language, e.g. `{tha: 3}`; unnamed languages use their latest
+    version. A pinned version that is not in the registry is an error, never a fallback."""
 
     def __post_init__(self) -> None:
-        from data_engine.langs import normalize_lang
+        from data_engine.langs import LANGS, normalize_lang
 
+        for lang, version in self.models.items():
+            if lang not in LANGS:
+                raise ConfigError(f"score.models: {lang!r} is not one of the {len(LANGS)} languages "
+                                  f"({', '.join(LANGS)})")
+            if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+                raise ConfigError(f"score.models.{lang}: a registered model version is an integer ≥ 1, "
+                                  f"got {version!r}")
         for lang, p in {"*": self.keep_percent, **self.keep_percent_by_lang}.items():
             if lang != "*" and normalize_lang(lang) != lang:
                 raise ConfigError(f"score.keep_percent_by_lang: {lang!r} is not a language code as tables store it "
@@ -436,11 +446,24 @@ class ExportConfig:
     eod_id: int | None = None
     """End-of-document token appended to every document; default: the tokenizer's <|endoftext|>."""
     langs: tuple[str, ...] = ()
-    """Languages to export (default: all in the table)."""
+    """Languages to export, as ingest reads tags (`th`, `th_TH` and `tha` are all Thai); each must
+    have documents in the table. Default: every language in it except `und`. With a selection, only
+    those languages' shards of the stage are replaced; without, the whole stage."""
     batch_docs: int = 256
     """Documents per tokenizer batch on the executors."""
     min_tokens: int = 1
     """Documents with fewer tokens (before EOD) are left out and counted as dropped."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.langs, str):  # `langs: tha` in YAML would otherwise select t, h, a
+            raise ConfigError(f"export.langs must be a list of language codes, got {self.langs!r}")
+        empty = [x for x in self.langs if not isinstance(x, str) or not x.strip()]
+        if empty:
+            raise ConfigError(f"export.langs: empty or non-text language code in {list(self.langs)!r}")
+        if self.batch_docs < 1:
+            raise ConfigError(f"export.batch_docs must be at least 1, got {self.batch_docs}")
+        if self.min_tokens < 0:
+            raise ConfigError(f"export.min_tokens must be 0 or more, got {self.min_tokens}")
 
 
 @dataclass(frozen=True)

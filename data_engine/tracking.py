@@ -208,29 +208,75 @@ class ModelVersion:
     run_id: str
 
 
-def latest_version(work_dir: str | Path, name: str) -> ModelVersion | None:
-    """The highest version of registered model `name`, or None when there is none."""
+def _registry_client(uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _registry_error(uri: str, what: str, exc: Exception) -> Exception:
+    """A registry failure as one line a user can act on (the store, what was asked, MLflow's first line)."""
+    from data_engine.errors import SailyardError
+
+    first = next((x.strip() for x in str(exc).splitlines() if x.strip()), type(exc).__name__)
+    return SailyardError(f"model registry {uri} could not be read ({what}): {first}")
+
+
+def _not_found(exc: Exception) -> bool:
+    return getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+
+
+def latest_version(work_dir: str | Path, name: str) -> ModelVersion | None:
+    """The highest version of registered model `name`; None only when the registry says it has
+    none (the name is not registered, or has no versions).
+
+    Raises:
+        SailyardError: the registry could not be read (a locked or broken store, …): that is not
+            "no model", and a job must not carry on as if it were.
+    """
     uri = tracking_uri(work_dir)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
-        versions = client.search_model_versions(f"name = '{name}'")
-    except Exception:
-        return None
+        versions = _registry_client(uri).search_model_versions(f"name = '{name}'")
+    except Exception as exc:
+        if _not_found(exc):
+            return None
+        raise _registry_error(uri, f"versions of {name}", exc) from exc
     if not versions:
         return None
     best = max(versions, key=lambda v: int(v.version))
     return ModelVersion(name, int(best.version), best.source, best.run_id)
 
 
+def model_version(work_dir: str | Path, name: str, version: int) -> ModelVersion | None:
+    """Version `version` of registered model `name`; None when the registry has no such version.
+
+    Raises:
+        SailyardError: the registry could not be read.
+    """
+    uri = tracking_uri(work_dir)
+    try:
+        found = _registry_client(uri).get_model_version(name, str(version))
+    except Exception as exc:
+        if _not_found(exc):
+            return None
+        raise _registry_error(uri, f"{name} version {version}", exc) from exc
+    return ModelVersion(name, int(found.version), found.source, found.run_id)
+
+
 def download(work_dir: str | Path, model: ModelVersion, dst: str | Path) -> Path:
-    """The files of a model version, in a local folder."""
+    """The files of a model version, in a local folder.
+
+    Raises:
+        SailyardError: the artifacts could not be fetched (store unreadable, files gone).
+    """
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file floods job logs
     import mlflow
 
     # Never mlflow.set_tracking_uri: it also exports MLFLOW_TRACKING_URI, which would point every
     # later job of this process (and its children) at this store.
     uri = tracking_uri(work_dir)
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=model.source, dst_path=str(dst),
-                                                    tracking_uri=uri, registry_uri=uri))
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=model.source, dst_path=str(dst),
+                                                        tracking_uri=uri, registry_uri=uri))
+    except Exception as exc:
+        raise _registry_error(uri, f"files of {model.name}/{model.version} at {model.source}", exc) from exc

@@ -3,8 +3,10 @@
     spark-submit jobs/export_shards.py --lake <dir> --out <dir> --stage <name> [--config YAML]
         [--table NAME] [--input-version N] [--tokenizer qwen2.5|DIR|HF_NAME] [--langs tha,vie]
 
-Writes `<out>/<stage>/<lang>_text_document.{bin,idx}` (EOD appended to every document) and
-records each shard in the `shard_manifest` table.
+Writes `<out>/<stage>/<lang>-<content hash>_text_document.{bin,idx}` (EOD appended to every
+document) and records each shard in the `shard_manifest` table. `--langs` takes tags as ingest does
+(`th` = `tha`) and replaces only those languages' shards of the stage; a selection without
+documents is an error that changes nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", help="table to export (default: docs_curated, else docs_dedup)")
     p.add_argument("--input-version", type=int, help="version of that table (default: latest)")
     p.add_argument("--tokenizer", help="'qwen2.5' (bundled), a tokenizer directory or a HF name")
-    p.add_argument("--langs", help="comma-separated languages to export (default: all)")
+    p.add_argument("--langs", help="comma-separated languages to export, e.g. tha,vie or th,vi "
+                                   "(default: all; only these languages' shards of the stage are replaced)")
     return p
 
 
@@ -37,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         from data_engine.spark import get_spark
 
         cfg = section(args.config, "export", ExportConfig)
-        overrides = {"input_table": args.table, "tokenizer": args.tokenizer,
-                     "langs": tuple(x.strip() for x in args.langs.split(",")) if args.langs else None}
+        langs = tuple(x.strip() for x in (args.langs or "").split(",") if x.strip())
+        overrides = {"input_table": args.table, "tokenizer": args.tokenizer, "langs": langs or None}
         cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
         return export_job(get_spark("sailyard-export"), args.lake, args.out, args.stage, cfg,
                           input_version=args.input_version)

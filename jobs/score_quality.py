@@ -1,4 +1,7 @@
-"""Score every document with its language's latest quality classifier; keep the top p% per language.
+"""Score every document with its language's quality classifier; keep the top p% per language.
+
+The classifier is the version pinned in the YAML's `score.models` (e.g. `{tha: 3}`), else the latest
+registered one. A registry that cannot be read fails the job (exit 1) before anything is written.
 
     spark-submit jobs/score_quality.py --lake <dir> [--config YAML] [--input-version N] [--keep-percent P]
 

@@ -2,7 +2,8 @@
 
 The mixture is decided per language (RegMix, or by token count); Megatron blends per shard. This
 module turns one into the other and refuses to train on shards that cannot be right: tokenised
-with another tokenizer, missing on disk, or absent for a language the mixture asks for. The rows
+with another tokenizer, missing on disk, not the files the manifest describes (document and token
+counts of the `.idx`, checksums of `.bin` and `.idx`), or absent for a language the mixture asks for. The rows
 it used are hashed, so an MLflow run names the exact shards its checkpoint saw.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from data_engine import lake as lake_io
 from data_engine.errors import ConfigError, TableNotFoundError
+from data_engine.export.indexed_dataset import file_checksum, index_info
 from data_engine.export.shards import manifest_digest
 from data_engine.tables import SHARD_MANIFEST
 from data_engine.tokenizer import identity
@@ -56,7 +58,8 @@ def blend_from_manifest(lake: str | Path, stage: str, weights: Mapping[str, floa
     Raises:
         TableNotFoundError: the lake has no shard manifest.
         ConfigError: no rows for `stage`, a weighted language without shards, a non-positive
-            weight, a tokenizer mismatch, or a shard whose .bin/.idx is missing.
+            weight, a tokenizer mismatch, a shard whose .bin/.idx is missing, or whose files do not
+            match its manifest row (documents, tokens, dtype, size, checksums).
     """
     version = lake_io.table_version(lake, SHARD_MANIFEST)
     if version is None:
@@ -152,5 +155,40 @@ def _check_shards(rows: list[dict[str, Any]], tokenizer: str, where: str) -> Non
         missing = [ext for ext in (".bin", ".idx") if not Path(row["prefix"] + ext).is_file()]
         if missing:
             problems.append(f"{shard}: missing {' and '.join(row['prefix'] + e for e in missing)}")
+        else:
+            problems += _check_files(row, shard)
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
+
+
+def _check_files(row: Mapping[str, Any], shard: str) -> list[str]:
+    """The files are the ones the manifest describes: document and token counts from the `.idx`,
+    the `.bin` size those imply, and the exporter's xxh3-128 checksums of `.bin` (always) and `.idx`
+    (recorded since the exporter wrote `idx_checksum`; older rows are checked by counts)."""
+    prefix = row["prefix"]
+    try:
+        info = index_info(prefix + ".idx")
+    except ValueError as exc:
+        return [f"{shard}: {exc}"]
+    problems = []
+    if info.documents != row["docs"] or info.sequences != row["docs"]:
+        problems.append(f"{shard}: {prefix}.idx holds {info.documents} documents, the manifest says "
+                        f"{row['docs']}")
+    if info.tokens != row["tokens"]:
+        problems.append(f"{shard}: {prefix}.idx holds {info.tokens} tokens, the manifest says {row['tokens']}")
+    if row.get("dtype") and info.dtype.name != row["dtype"]:
+        problems.append(f"{shard}: {prefix}.idx stores {info.dtype.name} tokens, the manifest says {row['dtype']}")
+    size = Path(prefix + ".bin").stat().st_size
+    if size != info.tokens * info.dtype.itemsize:
+        problems.append(f"{shard}: {prefix}.bin has {size} bytes, its .idx needs "
+                        f"{info.tokens * info.dtype.itemsize}")
+    if problems:  # counts already disagree: no need to read the whole .bin
+        return problems
+    checks = [(".bin", row.get("checksum")), (".idx", row.get("idx_checksum"))]
+    if row.get("checksum") is None:
+        problems.append(f"{shard}: the manifest records no checksum of {prefix}.bin; re-export the shards")
+    for ext, recorded in checks:
+        if recorded is not None and file_checksum(prefix + ext) != recorded:
+            problems.append(f"{shard}: {prefix}{ext} does not match the manifest's checksum "
+                            f"({recorded[:12]}…): the file changed after export; re-export the shards")
+    return problems

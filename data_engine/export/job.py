@@ -25,10 +25,13 @@ def export_job(spark: Any, lake_dir: str, out_dir: str, stage: str,
             metrics[f"tokens.{lang}"] = shard["tokens"]
         run.log_metrics(metrics)
         run.set_tags({"shard_manifest_digest": result.manifest_digest, "shards_dir": result.out_dir,
-                      "stage": stage})
+                      "stage": stage, "langs_replaced": ",".join(result.langs_replaced),
+                      "tokenizer": result.tokenizer.get("name"), "tokenizer_digest": result.tokenizer.get("digest"),
+                      "tokenizer_revision": result.tokenizer.get("revision")})
     return {"in": result.docs + result.dropped, "kept": result.docs, "dropped": result.dropped,
             "quarantined": 0, "tables": result.tables,
             "tables_read": {result.source_table: result.source_version},
             "mlflow_run_id": run.run_id, "stage": stage, "out": result.out_dir,
             "tokens": result.tokens, "shards": result.shards,
-            "shard_manifest_digest": result.manifest_digest}
+            "shard_manifest_digest": result.manifest_digest, "langs_replaced": result.langs_replaced,
+            "shards_removed": result.removed, "tokenizer": result.tokenizer}

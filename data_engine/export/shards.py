@@ -2,15 +2,14 @@
 
 Documents go to the shard in (lang, doc_id) order — doc_id is a hash, so this is a fixed
 pseudo-random order, the same on every run. Each Spark task tokenises a contiguous range of that
-order and writes its own part files; the driver then concatenates the parts (file copies, no
-tokens in driver memory), writes the `.idx`, swaps the finished shards into place and records
-them in `shard_manifest`.
+order with the tokenizer file the driver resolved and shipped (`data_engine.tokenizer.ship`) and
+writes its own part files; the driver then concatenates the parts (file copies, no tokens in
+driver memory), writes the `.idx`, moves the shards in under content-derived names, commits
+`shard_manifest` and only then removes the shards it replaced (see `export.manifest`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import uuid
@@ -21,20 +20,29 @@ from typing import Any
 
 from data_engine import lake
 from data_engine.config import ExportConfig
-from data_engine.errors import ConfigError
-from data_engine.export.indexed_dataset import merge_parts, token_dtype
-from data_engine.langs import UNKNOWN
+from data_engine.errors import ConfigError, InputError, SailyardError
+from data_engine.export.indexed_dataset import file_checksum, merge_parts, token_dtype
+from data_engine.export.manifest import (
+    DIGEST_COLUMNS,
+    MANIFEST_SCHEMA,
+    SHARD_SUFFIX,
+    commit_manifest,
+    manifest_digest,
+    read_manifest,
+    remove_unreferenced,
+    replace_rows,
+    shard_name,
+    write_stage_json,
+)
+from data_engine.langs import UNKNOWN, normalize_lang
 from data_engine.tables import DOCS_CURATED, DOCS_DEDUP, SHARD_MANIFEST
-from data_engine.tokenizer import identity
+from data_engine.tokenizer import MISMATCH, TokenizerIdentity, identity, ship
+
+__all__ = ["DIGEST_COLUMNS", "MANIFEST_SCHEMA", "SHARD_SUFFIX", "ExportResult", "export_shards",
+           "manifest_digest", "select_langs"]
 
 PART_SCHEMA = ("lang string, part int, bin_path string, lengths_path string, docs long, "
                "tokens long, dropped long")
-MANIFEST_SCHEMA = ("stage string, lang string, prefix string, docs long, tokens long, "
-                   "checksum string, source_table string, source_version long, tokenizer string, "
-                   "tokenizer_digest string, vocab_size long, eod_id long, dtype string")
-#: What a model is trained on; lineage columns (source table and version) stay out of the digest.
-DIGEST_COLUMNS = ("stage", "lang", "docs", "tokens", "checksum", "tokenizer_digest", "eod_id", "dtype")
-SHARD_SUFFIX = "_text_document"
 
 
 @dataclass
@@ -49,44 +57,48 @@ class ExportResult:
     shards: dict[str, dict[str, Any]] = field(default_factory=dict)
     tables: dict[str, int] = field(default_factory=dict)
     manifest_digest: str = ""
+    """Digest of the stage's manifest rows after this export (every language of the stage)."""
+    langs_replaced: list[str] = field(default_factory=list)
+    """Languages whose rows of the stage this export replaced (all of the stage's without `langs`)."""
+    removed: list[str] = field(default_factory=list)
+    """Prefixes of the replaced shards whose files were deleted after the commit."""
+    tokenizer: dict[str, Any] = field(default_factory=dict)
 
 
-def _tokenize_partitions(parts_dir: str, tokenizer: str, eod_id: int, dtype: str,
-                         batch_docs: int, min_tokens: int, skip_langs: frozenset[str]) -> Any:
+def _tokenize_partitions(parts_dir: str, shipped: str, tok: TokenizerIdentity, dtype: str,
+                         batch_docs: int, min_tokens: int) -> Any:
+    name, digest, eod_id = tok.name, tok.digest, tok.eod_id
+
     def tokenize(batches: Iterator[Any]) -> Iterator[Any]:
         import numpy as np
         import pandas as pd
-        from pyspark import TaskContext
+        from pyspark import SparkFiles, TaskContext
 
-        from data_engine.tokenizer import load_fast
+        from data_engine.tokenizer import load_verified
 
         ctx = TaskContext.get()
         tag = f"{ctx.partitionId():05d}-{ctx.attemptNumber()}-{uuid.uuid4().hex[:8]}"
-        tok = load_fast(tokenizer)
+        tokenizer = load_verified(SparkFiles.get(shipped), digest, name)  # checked in every task
         np_dtype = np.dtype(dtype)
+        eod = np.array([eod_id], dtype=np_dtype).tobytes()
         state: dict[str, dict[str, Any]] = {}
-        skipped: dict[str, int] = {}
         for pdf in batches:
             for lang, group in pdf.groupby("lang", sort=False):
-                if lang in skip_langs:
-                    skipped[lang] = skipped.get(lang, 0) + len(group)
-                    continue
                 st = state.get(lang)
                 if st is None:
                     base = Path(parts_dir) / f"{lang}-{tag}"
                     st = state[lang] = {"bin": open(f"{base}.bin", "wb"), "base": str(base),  # noqa: SIM115
                                         "lengths": [], "dropped": 0}
-                texts = group["text"].tolist()
+                texts = [t if isinstance(t, str) else "" for t in group["text"].tolist()]
                 for start in range(0, len(texts), batch_docs):
-                    encodings = tok.encode_batch(texts[start:start + batch_docs], add_special_tokens=False)
+                    encodings = tokenizer.encode_batch(texts[start:start + batch_docs], add_special_tokens=False)
                     for enc in encodings:
                         if len(enc.ids) < min_tokens:
                             st["dropped"] += 1
                             continue
-                        ids = np.fromiter(enc.ids, dtype=np_dtype, count=len(enc.ids))
-                        st["bin"].write(ids.tobytes())
-                        st["bin"].write(np.array([eod_id], dtype=np_dtype).tobytes())
-                        st["lengths"].append(len(ids) + 1)
+                        st["bin"].write(np.fromiter(enc.ids, dtype=np_dtype, count=len(enc.ids)).tobytes())
+                        st["bin"].write(eod)
+                        st["lengths"].append(len(enc.ids) + 1)
         rows = []
         for lang, st in state.items():
             st["bin"].close()
@@ -95,9 +107,6 @@ def _tokenize_partitions(parts_dir: str, tokenizer: str, eod_id: int, dtype: str
             rows.append({"lang": lang, "part": ctx.partitionId(), "bin_path": f"{st['base']}.bin",
                          "lengths_path": f"{st['base']}.lengths.npy", "docs": len(lengths),
                          "tokens": int(lengths.astype(np.int64).sum()), "dropped": st["dropped"]})
-        for lang, n in skipped.items():
-            rows.append({"lang": lang, "part": ctx.partitionId(), "bin_path": "", "lengths_path": "",
-                         "docs": 0, "tokens": 0, "dropped": n})
         if rows:  # an empty object-typed frame does not convert to the declared Arrow schema
             yield pd.DataFrame(rows, columns=["lang", "part", "bin_path", "lengths_path", "docs",
                                               "tokens", "dropped"])
@@ -108,89 +117,158 @@ def _tokenize_partitions(parts_dir: str, tokenizer: str, eod_id: int, dtype: str
 def export_shards(spark: Any, lake_dir: str, out_dir: str, stage: str,
                   cfg: ExportConfig = ExportConfig(), *, input_version: int | None = None,
                   run: Any = None) -> ExportResult:
-    from pyspark.sql import functions as F
+    """Export `cfg.langs` (default: every known language) of a pinned table version as `stage`.
 
+    Without `cfg.langs` the stage's manifest rows are all replaced; with it, only those languages'
+    rows — the stage's other shards and rows stay as they are.
+
+    Raises:
+        ConfigError: a bad stage name, a selected language without documents in the table, or a
+            partial export with another tokenizer than the stage's other shards.
+        InputError: nothing to export (no documents, or none with `min_tokens` tokens). In every
+            error case no shard file and no manifest row has changed.
+        TableConflictError: another export committed the manifest meanwhile; nothing committed.
+    """
     if not stage or "/" in stage or stage.startswith("."):
         raise ConfigError(f"--stage must be a plain name such as 'stage1', got {stage!r}")
-    tok = identity(cfg.tokenizer, cfg.eod_id)
+    tok = identity(cfg.tokenizer, cfg.eod_id)  # a hub name resolves to one snapshot, here, once
     table = cfg.input_table or lake.first_existing(lake_dir, (DOCS_CURATED, DOCS_DEDUP), purpose="export")
     source = lake.read_table(spark, lake_dir, table, version=input_version)
     if run is not None:
         run.table_read(source.name, source.path, source.version)
+    where = f"{table} v{source.version}"
+    counts = {r.lang: r["count"] for r in source.df.groupBy("lang").count().collect()}  # one row per language
+    langs = select_langs(cfg.langs, counts, where)
+    replacing = set(langs) if cfg.langs else None
+    base, old_rows = read_manifest(lake_dir)
+    _check_stage_tokenizer(old_rows, stage, replacing, tok)
     dtype = token_dtype(max(tok.vocab_size, tok.eod_id + 1))
     stage_dir = Path(out_dir).expanduser().resolve() / stage
     stage_dir.mkdir(parents=True, exist_ok=True)
+    result = ExportResult(stage, table, source.version, str(stage_dir), tokenizer=tok.as_dict())
+    # Unknown-language text is not training data: counted as dropped unless asked for.
+    result.dropped = 0 if cfg.langs else sum(n for lang, n in counts.items() if lang not in langs)
     work = stage_dir / f"_tmp-{uuid.uuid4().hex}"
     (work / "parts").mkdir(parents=True)
-    result = ExportResult(stage, table, source.version, str(stage_dir))
     try:
-        df = source.df.select("doc_id", "lang", "text")
-        if cfg.langs:
-            df = df.filter(F.col("lang").isin(list(cfg.langs)))
-        # Unknown-language text is not training data: counted as dropped unless asked for.
-        skip = frozenset() if UNKNOWN in cfg.langs else frozenset({UNKNOWN})
-        partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
-        parts = (df.repartitionByRange(partitions, "lang", "doc_id")
-                 .sortWithinPartitions("lang", "doc_id")
-                 .mapInPandas(_tokenize_partitions(str(work / "parts"), cfg.tokenizer, tok.eod_id,
-                                                   dtype.str, cfg.batch_docs, cfg.min_tokens, skip),
-                              PART_SCHEMA)
-                 .collect())  # one small row per (task, language): file paths and counts
-        by_lang: dict[str, list[Any]] = {}
-        for p in sorted(parts, key=lambda r: (r.lang, r.part)):
-            by_lang.setdefault(p.lang, []).append(p)
-            result.dropped += p.dropped
-        for lang, lang_parts in sorted(by_lang.items()):
-            if lang in skip:
-                continue
-            prefix = work / f"{lang}{SHARD_SUFFIX}"
-            docs, tokens, checksum = merge_parts(prefix, [(p.bin_path, p.lengths_path)
-                                                          for p in lang_parts if p.docs > 0], dtype)
-            if docs == 0:
-                continue
-            result.shards[lang] = {"prefix": str(stage_dir / f"{lang}{SHARD_SUFFIX}"), "docs": docs,
-                                   "tokens": tokens, "checksum": checksum}
-            result.docs += docs
-            result.tokens += tokens
-        _swap_into_place(work, stage_dir, set(result.shards))
-        manifest = [{"stage": stage, "lang": lang, "prefix": s["prefix"], "docs": s["docs"],
-                     "tokens": s["tokens"], "checksum": s["checksum"], "source_table": table,
-                     "source_version": source.version,
-                     "tokenizer": tok.name, "tokenizer_digest": tok.digest,
-                     "vocab_size": tok.vocab_size, "eod_id": tok.eod_id, "dtype": dtype.name}
-                    for lang, s in sorted(result.shards.items())]
-        result.manifest_digest = manifest_digest(manifest)
-        (stage_dir / "manifest.json").write_text(json.dumps(
-            {"digest": result.manifest_digest, "shards": manifest}, indent=2), encoding="utf-8")
-        rows = [tuple(m[c.split()[0]] for c in MANIFEST_SCHEMA.split(", ")) for m in manifest]
-        written = lake.write_table(spark.createDataFrame(rows, MANIFEST_SCHEMA), lake_dir,
-                                   SHARD_MANIFEST, mode="overwrite", partition_by=("stage",),
-                                   replace_partitions={"stage": stage},
-                                   metadata={"job": "export_shards", "stage": stage,
-                                             "manifest_digest": result.manifest_digest,
-                                             "mlflow_run_id": getattr(run, "run_id", "")})
-        result.tables[SHARD_MANIFEST] = written.version
+        merged = _tokenize_and_merge(spark, source.df, langs, work, tok, dtype, cfg, result)
+        if not merged:
+            raise InputError(f"{where}: none of the {sum(counts.get(x, 0) for x in langs)} documents of "
+                             f"{', '.join(langs)} has {cfg.min_tokens} or more tokens; nothing was exported "
+                             "and no shard was changed")
+        new_rows = [_place(lang, files, stage_dir, stage, table, source.version, tok, dtype.name)
+                    for lang, files in sorted(merged.items())]
+        rows, gone = replace_rows(old_rows, stage, replacing, new_rows)
+        meta = {"job": "export_shards", "stage": stage, "langs": ",".join(langs),
+                "mlflow_run_id": getattr(run, "run_id", "")}
+        try:
+            result.tables[SHARD_MANIFEST] = commit_manifest(spark, lake_dir, rows, base=base, metadata=meta)
+        except BaseException:
+            # Our new files, unless a manifest (the one we read, or one committed meanwhile) names them.
+            remove_unreferenced(new_rows, old_rows + read_manifest(lake_dir)[1], stage_dir)
+            raise
+        result.manifest_digest = write_stage_json(stage_dir, stage, rows)
+        result.langs_replaced = sorted({r["lang"] for r in gone} | {r["lang"] for r in new_rows})
+        result.removed = remove_unreferenced(gone, rows, stage_dir)
+        for row in new_rows:
+            result.shards[row["lang"]] = {k: row[k] for k in ("prefix", "docs", "tokens", "checksum", "idx_checksum")}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return result
 
 
-def manifest_digest(rows: list[dict[str, Any]]) -> str:
-    """SHA-256 over the shards' content columns in canonical JSON: names exactly the tokens a
-    model trained on, and stays the same when the same documents are exported again."""
-    content = [{c: r.get(c) for c in DIGEST_COLUMNS} for r in rows]
-    canonical = json.dumps(sorted(content, key=lambda r: (r["stage"], r["lang"])), sort_keys=True)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+def select_langs(requested: tuple[str, ...], counts: dict[str, int], where: str) -> list[str]:
+    """The table codes to export: `requested` normalised like ingest's tags (`th` → `tha`), each of
+    which must have documents in the table; by default every language there except `und`."""
+    present = sorted(lang for lang, n in counts.items() if n > 0)
+    if not requested:
+        langs = [lang for lang in present if lang != UNKNOWN]
+        if not langs:
+            raise InputError(f"{where} has no documents of a known language to export "
+                             f"({sum(counts.values())} documents, languages present: {present}); "
+                             "no shard was changed")
+        return langs
+    chosen: list[str] = []
+    missing = []
+    for given in requested:
+        code = normalize_lang(given)
+        if code == UNKNOWN and given.strip().lower() != UNKNOWN:
+            missing.append(f"{given!r} (not a language tag)")
+        elif counts.get(code, 0) == 0:
+            missing.append(repr(given) if code == given.strip() else f"{given!r} (= {code})")
+        elif code not in chosen:
+            chosen.append(code)
+    if missing:
+        raise ConfigError(f"export.langs: {', '.join(missing)} {'has' if len(missing) == 1 else 'have'} "
+                          f"no documents in {where} (languages present: {present}); no shard was changed")
+    return sorted(chosen)
 
 
-def _swap_into_place(work: Path, stage_dir: Path, langs: set[str]) -> None:
-    """Move finished shards over the old ones; remove old shards of languages no longer exported.
+def _check_stage_tokenizer(old_rows: list[dict[str, Any]], stage: str, replacing: set[str] | None,
+                           tok: TokenizerIdentity) -> None:
+    """A partial export must use the tokenizer of the stage's shards it keeps: one stage, one vocabulary."""
+    if replacing is None:
+        return
+    other = {(r["tokenizer"], r["tokenizer_digest"], r["eod_id"]) for r in old_rows
+             if r["stage"] == stage and r["lang"] not in replacing}
+    foreign = sorted(o for o in other if (o[1], o[2]) != (tok.digest, tok.eod_id))
+    if foreign:
+        name, digest, eod = foreign[0]
+        raise ConfigError(f"stage {stage!r} keeps shards tokenised with {name!r} (sha256 {str(digest)[:12]}…, "
+                          f"EOD {eod}); exporting only {', '.join(sorted(replacing))} with {tok.name!r} "
+                          f"({tok.digest[:12]}…, EOD {tok.eod_id}) would mix tokenizers in one stage. "
+                          "Export the whole stage (no --langs) to change tokenizer")
 
-    Each file moves with an atomic rename: a reader sees an old or a new file, never a partial one.
+
+def _tokenize_and_merge(spark: Any, df: Any, langs: list[str], work: Path, tok: TokenizerIdentity,
+                        dtype: Any, cfg: ExportConfig, result: ExportResult) -> dict[str, dict[str, Any]]:
+    """lang → merged shard files in `work` and their counts; tokenizer drops added to `result`."""
+    from pyspark.sql import functions as F
+
+    shipped = ship(spark, tok)
+    partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    tokenize = _tokenize_partitions(str(work / "parts"), shipped, tok, dtype.str, cfg.batch_docs, cfg.min_tokens)
+    try:
+        parts = (df.select("doc_id", "lang", "text").where(F.col("lang").isin(langs))
+                 .repartitionByRange(partitions, "lang", "doc_id")
+                 .sortWithinPartitions("lang", "doc_id")
+                 .mapInPandas(tokenize, PART_SCHEMA)
+                 .collect())  # one small row per (task, language): file paths and counts
+    except Exception as exc:
+        line = next((x for x in str(exc).splitlines() if MISMATCH in x), None)
+        if line is None:
+            raise
+        raise SailyardError(line[line.index(MISMATCH):].strip()) from exc
+    by_lang: dict[str, list[Any]] = {}
+    for p in sorted(parts, key=lambda r: (r.lang, r.part)):
+        by_lang.setdefault(p.lang, []).append(p)
+        result.dropped += p.dropped
+    merged = {}
+    for lang, lang_parts in sorted(by_lang.items()):
+        prefix = work / f"{lang}{SHARD_SUFFIX}"
+        docs, tokens, checksum = merge_parts(prefix, [(p.bin_path, p.lengths_path)
+                                                      for p in lang_parts if p.docs > 0], dtype)
+        if docs == 0:
+            continue
+        merged[lang] = {"work_prefix": str(prefix), "docs": docs, "tokens": tokens, "checksum": checksum,
+                        "idx_checksum": file_checksum(f"{prefix}.idx")}
+        result.docs += docs
+        result.tokens += tokens
+    return merged
+
+
+def _place(lang: str, files: dict[str, Any], stage_dir: Path, stage: str, table: str, version: int,
+           tok: TokenizerIdentity, dtype: str) -> dict[str, Any]:
+    """Move a merged shard into the stage folder under its content name; its manifest row.
+
+    An atomic rename each: the name is new unless a shard of identical bytes is already there, so
+    the files the committed manifest points at are never changed.
     """
-    for old in stage_dir.glob(f"*{SHARD_SUFFIX}.*"):
-        if old.name.split(SHARD_SUFFIX)[0] not in langs and old.suffix in (".bin", ".idx"):
-            old.unlink()
-    for lang in sorted(langs):
-        for suffix in (".bin", ".idx"):
-            os.replace(work / f"{lang}{SHARD_SUFFIX}{suffix}", stage_dir / f"{lang}{SHARD_SUFFIX}{suffix}")
+    prefix = stage_dir / shard_name(lang, files["checksum"], files["idx_checksum"])
+    for suffix in (".bin", ".idx"):
+        os.replace(files["work_prefix"] + suffix, f"{prefix}{suffix}")
+    return {"stage": stage, "lang": lang, "prefix": str(prefix), "docs": files["docs"], "tokens": files["tokens"],
+            "checksum": files["checksum"], "idx_checksum": files["idx_checksum"], "source_table": table,
+            "source_version": version, "tokenizer": tok.name, "tokenizer_digest": tok.digest,
+            "tokenizer_revision": tok.revision, "vocab_size": tok.vocab_size, "eod_id": tok.eod_id,
+            "dtype": dtype}

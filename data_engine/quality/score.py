@@ -1,10 +1,15 @@
 """Score every document with its language's classifier; keep each language's top p%.
 
-Each language's latest registered model is fetched from MLflow once, shipped to the executors with
-`SparkContext.addFile` and loaded once per Python worker. Selection is exact: with n documents in
-a language and p its keep percent, the ⌈p·n/100⌉ highest-scoring ones (ties by doc_id) are kept —
-each document's rank within its language (`_ranks_within_language`) compared with that count;
-only per-language and per-partition counts come back to the driver.
+Each language's registered model — the version pinned in `score.models`, else the latest — is
+fetched from MLflow once, shipped to the executors with `SparkContext.addFile` and loaded once per
+Python worker; the version used is the `quality_model` column (`<name>/<version>`) and the run tag
+`model.<lang>`. Only "no such registered model" leaves a language without a model
+(`score.without_model`); a registry that cannot be read fails the job before anything is written.
+
+Selection is exact: with n documents in a language and p its keep percent, the ⌈p·n/100⌉
+highest-scoring ones (ties by doc_id) are kept — each document's rank within its language
+(`_ranks_within_language`) compared with that count; only per-language and per-partition counts
+come back to the driver.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 from data_engine import lake, tracking
 from data_engine.config import QualityScoreConfig
 from data_engine.dedup.base import drop_rows
+from data_engine.errors import ConfigError
 from data_engine.quality.train import META_FILE, MODEL_FILE
 from data_engine.tables import DOCS_CLEAN, DOCS_CURATED, DOCS_DEDUP, DOCS_SCORED, DROPS
 
@@ -59,18 +65,40 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def _resolve_versions(work_dir: Path, langs: list[str], cfg: QualityScoreConfig) -> dict[str, tracking.ModelVersion]:
+    """lang → the registered version to score it with: the pinned one (`score.models`), else the latest.
+
+    Every pin is checked, also for languages absent from this input, so a typo is found on the
+    first run. Only the registry saying "no such model" means a language has no model; a registry
+    that cannot be read raises (from `tracking`) and the job stops before writing anything.
+    """
+    chosen: dict[str, tracking.ModelVersion] = {}
+    problems = []
+    for lang in sorted(set(langs) | set(cfg.models)):
+        name = f"{cfg.registry_prefix}-{lang}"
+        pin = cfg.models.get(lang)
+        found = tracking.latest_version(work_dir, name) if pin is None else tracking.model_version(work_dir, name, pin)
+        if found is None and pin is not None:
+            latest = tracking.latest_version(work_dir, name)
+            have = f"the latest is {latest.version}" if latest else "it has no registered version"
+            problems.append(f"{lang}: {name} has no version {pin} ({have})")
+        elif found is not None and lang in langs:
+            chosen[lang] = found
+    if problems:
+        raise ConfigError("score.models: " + "; ".join(problems))
+    return chosen
+
+
 def _fetch_models(spark: Any, lake_dir: str, langs: list[str],
                   cfg: QualityScoreConfig) -> dict[str, tuple[str, str, int]]:
     """lang → (file name shipped with addFile, "<model>/<version>", max_chars)."""
     import json
 
     work_dir = tracking.work_dir_for(lake_dir)
+    versions = _resolve_versions(work_dir, langs, cfg)
     staging = Path(tempfile.mkdtemp(prefix="sailyard-models-"))
     found = {}
-    for lang in langs:
-        version = tracking.latest_version(work_dir, f"{cfg.registry_prefix}-{lang}")
-        if version is None:
-            continue
+    for lang, version in sorted(versions.items()):
         local = tracking.download(work_dir, version, staging / f"{lang}-v{version.version}")
         # Named by content: a long-lived session may score several lakes whose registries both hold a
         # "v1" for this language, and Spark refuses a second, different file under a shipped name.
@@ -160,8 +188,11 @@ def score_and_select(spark: Any, lake_dir: str, cfg: QualityScoreConfig = Qualit
     base_drops = lake.table_version(lake_dir, DROPS)
     columns = [c for c in source.df.columns if c not in ("quality_score", "quality_model")]
     counts = {r.lang: r["count"] for r in source.df.groupBy("lang").count().collect()}
-    models = _fetch_models(spark, lake_dir, sorted(counts), cfg)
+    models = _fetch_models(spark, lake_dir, sorted(counts), cfg)  # before any write: a registry error commits nothing
     result.models = {lang: m[1] for lang, m in models.items()}
+    if run is not None:
+        run.set_tags({f"model.{lang}": m for lang, m in result.models.items()}
+                     | {f"model.{lang}.pinned": str(lang in cfg.models).lower() for lang in result.models})
     schema = (", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in source.df.schema.fields
                         if f.name in columns) + ", quality_score double, quality_model string")
     scored = (source.df.select(*columns).mapInPandas(_score_partitions(models, columns), schema)

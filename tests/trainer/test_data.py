@@ -79,7 +79,8 @@ def test_digest_names_the_rows_used(
     # Lineage is not content: the same shards re-exported from a newer table version keep it.
     write_manifest(lake, [ind, dict(vie, source_version=4)])
     assert blend_from_manifest(lake, "stage1").digest == before.digest
-    write_manifest(lake, [ind, dict(vie, checksum="0" * 32)])
+    # Other tokens (a re-export of other documents, under its own file name) are another digest.
+    write_manifest(lake, [ind, make_shard("stage1", "vie", seed=5, name="vie-other")])
     assert blend_from_manifest(lake, "stage1").digest != before.digest
 
     # With every language of the stage in the blend, it is the exporter's digest of that stage.
@@ -155,3 +156,61 @@ def test_a_split_part_left_empty_is_an_error_not_a_hang(
                                           r"validation part empty"):
         blend_from_manifest(lake, "stage1", split="98,2,0")
     assert blend_from_manifest(lake, "stage1", split="60,40,0").lang_weights.keys() == {"lao", "tha"}
+
+
+def test_a_shard_changed_after_export_is_refused(
+        lake: Path, make_shard: ShardFactory, write_manifest: ManifestWriter) -> None:
+    ind, vie = make_shard("stage1", "ind", seed=1), make_shard("stage1", "vie", seed=2)
+    write_manifest(lake, [ind, vie])
+    data = bytearray(Path(vie["prefix"] + ".bin").read_bytes())
+    data[100] ^= 0xFF  # same size, same counts: only the checksum can tell
+    Path(vie["prefix"] + ".bin").write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match=rf"vie shard {vie['prefix']}: {vie['prefix']}.bin does not match the "
+                                          rf"manifest's checksum \({vie['checksum'][:12]}…\): the file changed "
+                                          "after export; re-export the shards"):
+        blend_from_manifest(lake, "stage1")
+    assert blend_from_manifest(lake, "stage1", {"ind": 1}).lang_weights == {"ind": 1.0}
+
+
+def test_document_and_token_counts_come_from_the_index(
+        lake: Path, make_shard: ShardFactory, write_manifest: ManifestWriter) -> None:
+    ind = make_shard("stage1", "ind", docs=20, seed=1)
+    write_manifest(lake, [dict(ind, docs=19)])
+    with pytest.raises(ConfigError, match=rf"ind shard .*: {ind['prefix']}.idx holds 20 documents, the manifest "
+                                          "says 19"):
+        blend_from_manifest(lake, "stage1")
+    write_manifest(lake, [dict(ind, tokens=ind["tokens"] + 1)])
+    with pytest.raises(ConfigError, match=rf"\.idx holds {ind['tokens']} tokens, the manifest says "
+                                          rf"{ind['tokens'] + 1}"):
+        blend_from_manifest(lake, "stage1")
+    write_manifest(lake, [dict(ind, checksum=None)])
+    with pytest.raises(ConfigError, match="the manifest records no checksum of"):
+        blend_from_manifest(lake, "stage1")
+    Path(ind["prefix"] + ".idx").write_bytes(b"not an index")
+    write_manifest(lake, [ind])
+    with pytest.raises(ConfigError, match=r"is not a Megatron index \(bad header\)"):
+        blend_from_manifest(lake, "stage1")
+
+
+def test_an_index_changed_after_export_is_refused_by_its_checksum(
+        lake: Path, make_shard: ShardFactory, tmp_path: Path) -> None:
+    """Rows with the exporter's `idx_checksum` column: an .idx with the same counts but other bytes."""
+    import numpy as np
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from data_engine.export.indexed_dataset import file_checksum
+    from data_engine.export.manifest import COLUMNS
+
+    ind = make_shard("stage1", "ind", docs=20, seed=1)
+    row = dict(ind, idx_checksum=file_checksum(ind["prefix"] + ".idx"), tokenizer_revision=None)
+    types = {"string": pa.string(), "long": pa.int64()}
+    schema = pa.schema([(name, types[kind]) for name, kind in COLUMNS])
+    write_deltalake(str(lake / "shard_manifest"), pa.Table.from_pylist([row], schema=schema), partition_by=["stage"])
+    assert blend_from_manifest(lake, "stage1").lang_weights == {"ind": 1.0}
+    idx = bytearray(Path(ind["prefix"] + ".idx").read_bytes())
+    pointers = 34 + 20 * 4  # after the header and the lengths: the int64 byte offsets
+    idx[pointers + 8:pointers + 16] = np.int64(12345).tobytes()
+    Path(ind["prefix"] + ".idx").write_bytes(bytes(idx))
+    with pytest.raises(ConfigError, match=rf"{ind['prefix']}.idx does not match the manifest's checksum"):
+        blend_from_manifest(lake, "stage1")
