@@ -58,6 +58,11 @@ class Output:
     base_version: Any = lake._UNSET
     app_id: str | None = None
     app_version: int | None = None
+    gate: bool = False  # already committed by another run of the same input: commit nothing more
+
+
+class AlreadyCommitted(SailyardError):
+    """A gate output's idempotency key was committed by another run; this run added nothing."""
 
 
 @dataclass
@@ -118,13 +123,19 @@ def commit_plan(lake_dir: str, plan: StagePlan, *, run: Any = None) -> dict[str,
                                      app_id=out.app_id, app_version=out.app_version,
                                      base_version=out.base_version)
                 staged.append(s)
+                if out.gate and s.skipped:
+                    raise AlreadyCommitted(f"{out.table} already holds {out.app_id}")
                 if (out.rows is not None and not s.skipped and s.native_df is None
                         and s.rows != out.rows):
                     raise ReconcileError(f"{plan.stage}: {out.table} would get {s.rows} rows but the stage "
                                          f"counted {out.rows}; nothing was committed")
             versions: dict[str, int] = {}
-            for s in staged:
-                versions[s.name] = lake.commit(s, metadata=meta).version
+            for out, s in zip(plan.outputs, staged, strict=True):
+                done = lake.commit(s, metadata=meta)
+                if out.gate and not done.committed:  # the other run got there while we wrote
+                    raise AlreadyCommitted(f"{out.table} already holds {out.app_id}")
+                if done.committed:
+                    versions[s.name] = done.version
         except BaseException:
             for s in staged:
                 lake.discard(s)

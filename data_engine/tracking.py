@@ -119,6 +119,23 @@ class Run:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
 
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Serialise first use of a SQLite store: two jobs started together on a new work dir would
+    both run MLflow's schema migration, and the second fails ("table … already exists")."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    with open(uri[len("sqlite:///"):] + ".lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _experiment_id(client: Any, work_dir: str | Path) -> str:
     name = os.environ.get(EXPERIMENT_ENV, DEFAULT_EXPERIMENT)
     exp = client.get_experiment_by_name(name)
@@ -147,8 +164,9 @@ def start_run(name: str, *, work_dir: str | Path, kind: str = "job",
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema-migration chatter on first use
     uri = tracking_uri(work_dir)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    experiment_id = _experiment_id(client, work_dir)
+    with _store_lock(uri):  # the client creates (migrates) the store's tables on first use
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        experiment_id = _experiment_id(client, work_dir)
     parent = parent_run_id or os.environ.get(PARENT_ENV) or None
     tags = {"sailyard.kind": kind, "sailyard.job": name, "mlflow.runName": name}
     commit = git_commit()

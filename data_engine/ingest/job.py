@@ -18,14 +18,22 @@ def ingest_job(spark: Any, lake_dir: str, inputs: list[str], *, source: str | No
             run.table_written(name, lake.table_path(lake_dir, name), version)
         metrics = {"in": result.records, "kept": result.docs, "quarantined": result.quarantined,
                    "files": result.files, "skipped_files": result.skipped_files,
-                   "ignored_files": result.ignored_files}
+                   "ignored_files": result.ignored_files, "incomplete_files": result.incomplete_files,
+                   "resumed_files": result.resumed_files, "skipped_records": result.skipped_records}
         metrics.update({f"kept.{lang}": n for lang, n in result.per_lang.items()})
         metrics.update({f"quarantined.{code}": n for code, n in result.per_reason.items()})
         run.log_metrics(metrics)
         run.set_tags({"batch_id": result.batch_id, "source": result.source})
+        if result.already_ingested:
+            import sys
+
+            print(f"ingest: batch {result.batch_id} was committed by another run of the same input "
+                  "while this one ran; nothing added", file=sys.stderr, flush=True)
     return {"in": result.records, "kept": result.docs, "dropped": 0,
             "quarantined": result.quarantined, "tables": result.tables,
             "mlflow_run_id": run.run_id, "batch_id": result.batch_id, "source": result.source,
             "files": result.files, "skipped_files": result.skipped_files,
-            "ignored_files": result.ignored_files, "kept_by_lang": result.per_lang,
+            "ignored_files": result.ignored_files, "incomplete_files": result.incomplete_files,
+            "resumed_files": result.resumed_files, "skipped_records": result.skipped_records,
+            "already_ingested": result.already_ingested, "kept_by_lang": result.per_lang,
             "quarantined_by_reason": result.per_reason}

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_engine.errors import InputError
-from data_engine.ingest.records import Split
+from data_engine.ingest.records import Split, read_failed
 
 _FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".jsonl.gz": "jsonl.gz",
             ".json.gz": "jsonl.gz", ".ndjson.gz": "jsonl.gz", ".parquet": "parquet"}
@@ -71,10 +71,14 @@ def _files_under(root: Path) -> list[Path]:
 
 
 def sha256_file(path: str) -> str:
+    """The file's identity in `ingest_log`; an I/O error fails the task (and is retried)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise read_failed(path, exc, "(computing its SHA-256)") from exc
     return digest.hexdigest()
 
 

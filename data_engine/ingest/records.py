@@ -3,11 +3,20 @@
 Pure Python, no Spark: the executors run these inside `mapInPandas`, tests call them directly.
 Every record that is read comes out as exactly one row, so `in = kept + quarantined` holds by
 construction; nothing here raises on bad data.
+
+Bad data and bad storage are told apart. Corruption (invalid JSON or UTF-8, a gzip stream that is
+cut short or garbled, a Parquet file pyarrow cannot decode) is a property of the bytes: it is
+quarantined, and a file-level problem marks the file incomplete. An I/O error (EIO, a timed-out
+NFS or object-store read, a file that vanished) says nothing about the bytes: reading raises
+`InputReadError`, which fails the Spark task so that Spark retries it (`spark.task.maxFailures`)
+and, if every attempt fails, fails the job before anything is committed. Quarantining it instead
+would record the file as ingested and lose the records after the failed read for good.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import math
 import zlib
@@ -15,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from data_engine.errors import InputError
 from data_engine.ingest import reasons as R
 from data_engine.langs import UNKNOWN, normalize_lang
 
@@ -22,6 +32,20 @@ COLUMNS = ("kind", "source_file", "record_no", "text", "url", "lang", "id", "met
            "payload", "payload_size", "payload_truncated", "reason")
 KNOWN_FIELDS = ("text", "url", "lang", "id")
 _BOM = b"\xef\xbb\xbf"
+
+
+class InputReadError(InputError):
+    """Reading an input file failed for a reason outside its bytes (an I/O error, not corruption).
+
+    Raised on the executor so that the task fails and Spark retries it; never quarantined.
+    """
+
+
+def read_failed(path: str, exc: OSError, where: str = "") -> InputReadError:
+    """The error to raise for an I/O error while reading `path`; its message names the file."""
+    at = f" {where}" if where else ""
+    return InputReadError(f"I/O error reading {path}{at}: {exc} (storage, not corruption: the task "
+                          "fails so that Spark retries it)")
 
 
 @dataclass(frozen=True)
@@ -150,13 +174,23 @@ def _open_binary(split: Split) -> BinaryIO:
     return handle
 
 
+def _where(split: Split) -> str:
+    end = "end" if split.end < 0 else str(split.end)
+    return f"(bytes {split.start}-{end})"
+
+
 def read_jsonl(split: Split, limits: Limits) -> Iterator[dict[str, Any]]:
-    """Rows of the lines that start inside the split (Hadoop's rule), with 1-based line numbers."""
+    """Rows of the lines that start inside the split (Hadoop's rule), with 1-based line numbers.
+
+    Raises:
+        InputReadError: the file could not be opened or read (see the module docstring). A
+            corrupt gzip stream is not an I/O error: the lines before it are kept and one
+            file-level `unreadable_gzip` row (record_no null) marks the file incomplete.
+    """
     try:
         stream = _open_binary(split)
     except OSError as exc:
-        yield _bad(split.path, None, R.reason(R.UNREADABLE_FILE, str(exc)), None, limits)
-        return
+        raise read_failed(split.path, exc, _where(split)) from exc
     with stream:
         reader = stream  # GzipFile buffers itself; lines decoded before a corrupt block still count
         line_no = split.newlines_before
@@ -187,9 +221,11 @@ def read_jsonl(split: Split, limits: Limits) -> Iterator[dict[str, Any]]:
                     yield parse_json_line(line, split.path, line_no, limits)
             if not seen_any and split.start == 0 and split.end < 0:
                 yield _bad(split.path, None, R.reason(R.EMPTY_FILE, "no records in file"), b"", limits)
-        except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            code = R.UNREADABLE_GZIP if split.format == "jsonl.gz" else R.UNREADABLE_FILE
-            yield _bad(split.path, line_no + 1, R.reason(code, f"{exc} (after line {line_no})"), None, limits)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # BadGzipFile before OSError: a subclass
+            yield _bad(split.path, None, R.reason(R.UNREADABLE_GZIP, f"{exc} (after line {line_no})"),
+                       None, limits)
+        except OSError as exc:
+            raise read_failed(split.path, exc, f"{_where(split)} after line {line_no}") from exc
 
 
 def _read_line(reader: Any, limits: Limits) -> tuple[bytes, int, bool]:
@@ -224,14 +260,72 @@ def _skip_line(reader: Any, limits: Limits) -> int:
             return size
 
 
+class _Watched(io.RawIOBase):
+    """A binary file that remembers the OSError it raised.
+
+    pyarrow reports Parquet corruption as OSError too ("Corrupt snappy compressed data"), and
+    hands back a Python file's own exception unchanged; so an error is an I/O error exactly when
+    the file object itself raised it.
+    """
+
+    def __init__(self, raw: Any) -> None:
+        super().__init__()
+        self._raw = raw
+        self.error: OSError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            return int(self._raw.readinto(buffer))
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        try:
+            return int(self._raw.seek(offset, whence))
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def tell(self) -> int:
+        return int(self._raw.tell())
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
 def read_parquet(split: Split, limits: Limits, batch_rows: int = 2000) -> Iterator[dict[str, Any]]:
-    """Rows of a Parquet file; a file whose schema lacks a usable `text` quarantines every row."""
+    """Rows of a Parquet file; a file whose schema lacks a usable `text` quarantines every row.
+
+    Raises:
+        InputReadError: the file could not be opened or read. A file pyarrow cannot decode
+            (bad magic, a corrupt page) is not an I/O error: the rows before the problem are kept
+            and one file-level `unreadable_parquet` row (record_no null) marks the file incomplete.
+    """
+    try:
+        handle = _Watched(open(split.path, "rb", buffering=0))  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise read_failed(split.path, exc) from exc
+    with handle:
+        yield from _parquet_rows(split, handle, limits, batch_rows)
+
+
+def _parquet_rows(split: Split, handle: _Watched, limits: Limits, batch_rows: int) -> Iterator[dict[str, Any]]:
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(split.path)
+        pf = pq.ParquetFile(handle)
         names = pf.schema_arrow.names
     except Exception as exc:  # not Parquet, truncated footer, …
+        if handle.error is not None:
+            raise read_failed(split.path, handle.error) from exc
         yield _bad(split.path, None, R.reason(R.UNREADABLE_PARQUET, " ".join(str(exc).split())[:300]),
                    None, limits)
         return
@@ -257,7 +351,9 @@ def read_parquet(split: Split, limits: Limits, batch_rows: int = 2000) -> Iterat
                 else:
                     yield record_to_row(record, split.path, row_no, raw, limits)
     except Exception as exc:  # a corrupt page in the middle of the file
-        yield _bad(split.path, row_no + 1, R.reason(R.UNREADABLE_PARQUET,
+        if handle.error is not None:
+            raise read_failed(split.path, handle.error, f"after row {row_no}") from exc
+        yield _bad(split.path, None, R.reason(R.UNREADABLE_PARQUET,
                    f"{' '.join(str(exc).split())[:300]} (after row {row_no})"), None, limits)
 
 
@@ -268,15 +364,22 @@ def read_split(split: Split, limits: Limits) -> Iterator[dict[str, Any]]:
 
 
 def count_newlines(path: str, start: int, end: int) -> int:
-    """'\\n' bytes in [start, end): the pre-pass that gives split line numbers."""
+    """'\\n' bytes in [start, end): the pre-pass that gives split line numbers.
+
+    Raises:
+        InputReadError: an I/O error, so that the task is retried like a failed read.
+    """
     total = 0
-    with open(path, "rb") as handle:
-        handle.seek(start)
-        remaining = end - start
-        while remaining > 0:
-            block = handle.read(min(remaining, 1 << 24))
-            if not block:
-                break
-            total += block.count(b"\n")
-            remaining -= len(block)
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            remaining = end - start
+            while remaining > 0:
+                block = handle.read(min(remaining, 1 << 24))
+                if not block:
+                    break
+                total += block.count(b"\n")
+                remaining -= len(block)
+    except OSError as exc:
+        raise read_failed(path, exc, f"(counting lines in bytes {start}-{end})") from exc
     return total

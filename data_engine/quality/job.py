@@ -32,21 +32,16 @@ def train_quality_job(spark: Any, lake_dir: str, lang: str, positives: str,
 
 def score_quality_job(spark: Any, lake_dir: str, cfg: QualityScoreConfig = QualityScoreConfig(), *,
                       input_version: int | None = None) -> dict[str, Any]:
-    from data_engine.quality.score import histogram_png, score_and_select
+    from data_engine.quality.score import histogram_png, plan_score
+    from data_engine.stage import run_stage
 
     params = {"lake": lake_dir, "input_version": input_version, "score": to_dict(cfg)}
-    work_dir = tracking.work_dir_for(lake_dir)
-    with tracking.start_run("score_quality", work_dir=work_dir, params=params) as run:
-        result = score_and_select(spark, lake_dir, cfg, input_version=input_version, run=run)
-        for name, version in result.tables.items():
-            run.table_written(name, lake.table_path(lake_dir, name), version)
-        metrics: dict[str, float] = {"in": result.records, "kept": result.kept, "dropped": result.dropped}
-        for lang, c in result.by_lang.items():
-            metrics.update({f"{k}.{lang}": v for k, v in c.items() if isinstance(v, int | float)})
-        run.log_metrics(metrics)
-        run.set_tags({f"model.{lang}": m for lang, m in result.models.items()})
-        if result.histograms:
-            run.log_artifact(histogram_png(result.histograms, result.cuts), "plots")
-    return {"in": result.records, "kept": result.kept, "dropped": result.dropped, "quarantined": 0,
-            "tables": result.tables, "tables_read": {result.input_table: result.input_version},
-            "mlflow_run_id": run.run_id, "models": result.models, "by_lang": result.by_lang}
+
+    def plan(run: Any) -> Any:
+        p = plan_score(spark, lake_dir, cfg, input_version=input_version, run=run)
+        histograms, cuts = p.summary.pop("histograms"), p.summary.pop("cuts")
+        if histograms:
+            p.after_commit = lambda run, _v: run.log_artifact(histogram_png(histograms, cuts), "plots")
+        return p
+
+    return run_stage(spark, lake_dir, "score_quality", plan, params=params)

@@ -26,6 +26,7 @@ from data_engine.config import QualityScoreConfig
 from data_engine.dedup.base import drop_rows
 from data_engine.errors import ConfigError
 from data_engine.quality.train import META_FILE, MODEL_FILE
+from data_engine.stage import Counts, Output, ReconcileError, StagePlan, commit_plan, require_consistent
 from data_engine.tables import DOCS_CLEAN, DOCS_CURATED, DOCS_DEDUP, DOCS_SCORED, DROPS
 
 STAGE = "quality"
@@ -174,15 +175,15 @@ def _ranks_within_language(spark: Any, scored: Any) -> Any:
     return ranks
 
 
-def score_and_select(spark: Any, lake_dir: str, cfg: QualityScoreConfig = QualityScoreConfig(), *,
-                     input_version: int | None = None, run: Any = None) -> ScoreResult:
+def plan_score(spark: Any, lake_dir: str, cfg: QualityScoreConfig = QualityScoreConfig(), *,
+               input_version: int | None = None, run: Any = None) -> StagePlan:
+    """Score and rank every document, decide the cut per language; nothing is written."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     table = cfg.input_table or lake.first_existing(lake_dir, (DOCS_DEDUP, DOCS_CLEAN), purpose="score")
+    require_consistent(lake_dir, table)
     source = lake.read_table(spark, lake_dir, table, version=input_version)
-    if run is not None:
-        run.table_read(source.name, source.path, source.version)
     result = ScoreResult(table, source.version)
     base_scored, base_curated = lake.table_version(lake_dir, DOCS_SCORED), lake.table_version(lake_dir, DOCS_CURATED)
     base_drops = lake.table_version(lake_dir, DROPS)
@@ -197,12 +198,13 @@ def score_and_select(spark: Any, lake_dir: str, cfg: QualityScoreConfig = Qualit
                         if f.name in columns) + ", quality_score double, quality_model string")
     scored = (source.df.select(*columns).mapInPandas(_score_partitions(models, columns), schema)
               .persist(StorageLevel.MEMORY_AND_DISK))
+    cached = [scored]
+
+    def release() -> None:
+        for frame in cached:
+            frame.unpersist()
+
     try:
-        meta = {"job": "score_quality", "input": f"{table}@v{source.version}",
-                "mlflow_run_id": getattr(run, "run_id", "")}
-        written = lake.write_table(scored, lake_dir, DOCS_SCORED, mode="overwrite", sort_by=("doc_id",),
-                                   base_version=base_scored, metadata=meta)
-        result.tables[DOCS_SCORED] = written.version
         keep = {}
         for lang, n in counts.items():
             if lang in models:
@@ -215,40 +217,51 @@ def score_and_select(spark: Any, lake_dir: str, cfg: QualityScoreConfig = Qualit
         ranked = (scored.join(ranks, "doc_id").join(keep_df, "lang")
                   .withColumn("_drop", F.col("_rank") > F.col("_keep"))
                   .persist(StorageLevel.MEMORY_AND_DISK))
+        cached += [ranks, ranked]
+        tally = Counts()
+        for r in ranked.groupBy("lang", "_drop").agg(F.count(F.lit(1)).alias("n"),
+                                                     F.min("quality_score").alias("low")).collect():
+            tally.add(r.lang, "dropped" if r._drop else "kept", r.n)
+            if not r._drop and r.low is not None and r.lang in models:
+                result.cuts[r.lang] = float(r.low)
+        missing = sum(counts.values()) - tally.records
+        if missing:  # a document lost between scoring and ranking would otherwise vanish silently
+            raise ReconcileError(f"score_quality: {missing} of {sum(counts.values())} documents were lost "
+                                 "between scoring and ranking; nothing was committed")
+        result.by_lang = tally.by_lang
+        result.records, result.kept, result.dropped = tally.records, tally.kept, tally.dropped
+        bins = F.least(F.floor(F.col("quality_score") * BINS), F.lit(BINS - 1)).alias("bin")
+        for r in scored.where(F.col("quality_score").isNotNull()).groupBy("lang", bins).count().collect():
+            result.histograms.setdefault(r.lang, [0] * BINS)[int(r.bin)] += r["count"]
         curated = ranked.where(~F.col("_drop")).select(*scored.columns)
-        written = lake.write_table(curated, lake_dir, DOCS_CURATED, mode="overwrite", sort_by=("doc_id",),
-                                   base_version=base_curated, metadata=meta)
-        result.tables[DOCS_CURATED] = written.version
         unscored = F.col("quality_score").isNull()
         drops = drop_rows(
             ranked.where(F.col("_drop")), stage=STAGE,
             reason=F.when(unscored, F.lit(REASON_NO_MODEL)).otherwise(F.lit(REASON)),
             detail=F.when(unscored, F.lit("no classifier for this language")).otherwise(
                 F.format_string("score %.4f, rank %d of %d, top %d kept", "quality_score", "_rank", "_n", "_keep")))
-        written = lake.write_table(drops, lake_dir, DROPS, mode="overwrite", partition_by=("stage",),
-                                   replace_partitions={"stage": STAGE}, sort_by=("doc_id",),
-                                   base_version=base_drops, metadata=meta)
-        result.tables[DROPS] = written.version
-        for r in ranked.groupBy("lang", "_drop").agg(F.count(F.lit(1)).alias("n"),
-                                                     F.min("quality_score").alias("low")).collect():
-            entry = result.by_lang.setdefault(r.lang, {"in": 0, "kept": 0, "dropped": 0})
-            entry["in"] += r.n
-            entry["dropped" if r._drop else "kept"] += r.n
-            if not r._drop and r.low is not None and r.lang in models:
-                result.cuts[r.lang] = float(r.low)
-        ranked.unpersist()
-        ranks.unpersist()
-        bins = F.least(F.floor(F.col("quality_score") * BINS), F.lit(BINS - 1)).alias("bin")
-        for r in scored.where(F.col("quality_score").isNotNull()).groupBy("lang", bins).count().collect():
-            result.histograms.setdefault(r.lang, [0] * BINS)[int(r.bin)] += r["count"]
-    finally:
-        scored.unpersist()
-    result.records = sum(counts.values())
-    result.kept = sum(e["kept"] for e in result.by_lang.values())
-    result.dropped = sum(e["dropped"] for e in result.by_lang.values())
-    if result.records != result.kept + result.dropped:  # pragma: no cover - a bug if it fires
-        raise AssertionError(f"quality counts do not reconcile: {result}")
-    return result
+    except BaseException:
+        release()
+        raise
+    outputs = [Output(DROPS, drops, rows=tally.dropped, partition_by=("stage",),
+                      replace_partitions={"stage": STAGE}, base_version=base_drops),
+               Output(DOCS_SCORED, scored, rows=tally.records, base_version=base_scored),
+               Output(DOCS_CURATED, curated, rows=tally.kept, base_version=base_curated)]
+    return StagePlan("score_quality", {table: source.version}, outputs, tally,
+                     summary={"models": result.models, "by_lang": result.by_lang,
+                              "histograms": result.histograms, "cuts": result.cuts},
+                     release=release)
+
+
+def score_and_select(spark: Any, lake_dir: str, cfg: QualityScoreConfig = QualityScoreConfig(), *,
+                     input_version: int | None = None, run: Any = None) -> ScoreResult:
+    """Plan and commit in one call (tests, notebooks); jobs go through `stage.run_stage`."""
+    plan = plan_score(spark, lake_dir, cfg, input_version=input_version, run=run)
+    tables = commit_plan(lake_dir, plan, run=run)
+    [(table, version)] = plan.inputs.items()
+    c, summary = plan.counts, plan.summary
+    return ScoreResult(table, version, c.records, c.kept, c.dropped, summary["by_lang"], summary["models"],
+                       tables, summary["histograms"], summary["cuts"])
 
 
 def histogram_png(histograms: dict[str, list[int]], cuts: dict[str, float]) -> Path:
