@@ -19,8 +19,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from data_engine import lake
+from data_engine.clean.config import CleanConfig, LidConfig
 from data_engine.clean.run import clean
-from data_engine.config import CleanConfig, LidConfig
 from data_engine.langs import LANGS
 from data_engine.sample.labelled import JUNK_KINDS, junk_documents, real_documents
 from data_engine.spark import get_spark

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 SAILYARD_RUN = textwrap.dedent("""
     import json, sys, time
     t0 = time.time()
-    from data_engine.config import NearDedupConfig
+    from data_engine.dedup.config import NearDedupConfig
     from data_engine.dedup.near import dedup_near
     from data_engine.spark import get_spark
     corpus, out, bands, rows = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])

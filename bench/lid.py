@@ -16,8 +16,8 @@ import json
 import time
 from collections import Counter
 
+from data_engine.clean.config import LidConfig
 from data_engine.clean.lid import decide, predict
-from data_engine.config import LidConfig
 from data_engine.langs import LANGS
 from data_engine.sample.corpus import load_udhr
 

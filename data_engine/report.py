@@ -12,6 +12,7 @@ from typing import Any
 from data_engine import lake
 from data_engine.dedup.registry import ALL_DEDUP_STAGES
 from data_engine.langs import LANGS
+from data_engine.stage import set_state
 from data_engine.tables import DOCS_CLEAN, DOCS_CURATED, DOCS_DEDUP, DOCS_RAW, DROPS, QUARANTINE, SHARD_MANIFEST
 
 
@@ -21,6 +22,7 @@ class LakeReport:
     rows: dict[str, dict[str, int]] = field(default_factory=dict)  # lang → column → count
     quarantined: dict[str, int] = field(default_factory=dict)  # reason code → count
     versions: dict[str, int] = field(default_factory=dict)
+    sets: dict[str, Any] = field(default_factory=dict)  # table → stage.SetState of its latest commit
 
     def total(self, column: str) -> int:
         return sum(r.get(column, 0) for r in self.rows.values())
@@ -85,6 +87,10 @@ def lake_report(spark: Any, lake_dir: str, *, stage: str | None = None) -> LakeR
             rows = [m for m in manifest if m["stage"] == name]
             add(f"{name} docs", {m["lang"]: m["docs"] for m in rows})
             add(f"{name} tokens", {m["lang"]: m["tokens"] for m in rows})
+    for name in (DOCS_RAW, DOCS_CLEAN, DOCS_DEDUP, DOCS_CURATED):  # each stage's main output
+        state = set_state(lake_dir, name)
+        if state is not None:
+            report.sets[name] = state
     return report
 
 
@@ -105,4 +111,11 @@ def format_report(report: LakeReport) -> str:
         total = sum(report.quarantined.values())
         detail = ", ".join(f"{k} {v}" for k, v in sorted(report.quarantined.items()))
         out.append(f"quarantined (no language): {total}  ({detail})")
+    for name, state in report.sets.items():
+        if state.consistent:
+            others = ", ".join(t for t in state.tables if t != name)
+            out.append(f"{name}: {state.stage} run {state.run} (with {others})")
+        else:
+            stale = ", ".join(f"{t} from run {r}" for t, r in state.tables.items() if r != state.run)
+            out.append(f"{name}: INCONSISTENT — {state.stage} run {state.run}, but {stale}; re-run {state.stage}")
     return "\n".join(out)

@@ -111,9 +111,13 @@ def commit_plan(lake_dir: str, plan: StagePlan, *, run: Any = None) -> dict[str,
         plan.counts.check(plan.stage)
         run_id = getattr(run, "run_id", None) or uuid.uuid4().hex
         tables = [o.table for o in plan.outputs]
-        meta = {"job": plan.stage, STAGE_KEY: plan.stage, RUN_KEY: run_id, SET_KEY: ",".join(tables),
+        meta = {"job": plan.stage, STAGE_KEY: plan.stage, RUN_KEY: run_id,
                 "mlflow_run_id": getattr(run, "run_id", ""),
                 "input": ",".join(f"{t}@v{v}" for t, v in sorted(plan.inputs.items()))}
+        if all(o.mode == "overwrite" for o in plan.outputs):
+            # A set a run replaces as a whole. Appending stages (ingest) are kept whole by their
+            # idempotency keys instead: their latest commits may rightly come from different runs.
+            meta[SET_KEY] = ",".join(tables)
         staged: list[Any] = []
         try:
             for out in plan.outputs:

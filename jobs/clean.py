@@ -26,8 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def work() -> dict:
+        from data_engine.clean.config import CleanConfig
         from data_engine.clean.job import clean_job
-        from data_engine.config import CleanConfig, section
+        from data_engine.config import section
         from data_engine.spark import get_spark
 
         cfg = section(args.config, "clean", CleanConfig)

@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def work() -> dict:
-        from data_engine.config import DedupConfig, section
+        from data_engine.config import section
+        from data_engine.dedup.config import DedupConfig
         from data_engine.dedup.job import dedup_job
         from data_engine.dedup.near import scurve
         from data_engine.spark import get_spark

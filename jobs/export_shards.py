@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def work() -> dict:
-        from data_engine.config import ExportConfig, section
+        from data_engine.config import section
+        from data_engine.export.config import ExportConfig
         from data_engine.export.job import export_job
         from data_engine.spark import get_spark
 

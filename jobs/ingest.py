@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def work() -> dict:
-        from data_engine.config import IngestConfig, section
+        from data_engine.config import section
+        from data_engine.ingest.config import IngestConfig
         from data_engine.ingest.job import ingest_job
         from data_engine.spark import get_spark
 

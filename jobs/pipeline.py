@@ -27,8 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> dict:
         import dataclasses
 
-        from data_engine.config import PipelineConfig
-        from data_engine.pipeline import run_pipeline
+        from trainer.pipeline import PipelineConfig, run_pipeline
 
         cfg = PipelineConfig.from_yaml(args.config)
         if args.work_dir:

@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
 
         report = lake_report(get_spark("sailyard-report"), args.lake, stage=args.stage)
         print(format_report(report))
-        return {"tables_read": report.versions, "quarantined": sum(report.quarantined.values())}
+        return {"tables_read": report.versions, "quarantined": sum(report.quarantined.values()),
+                "inconsistent_sets": sorted(t for t, st in report.sets.items() if not st.consistent)}
 
     from data_engine.jobrun import run_job
 

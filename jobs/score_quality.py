@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def work() -> dict:
-        from data_engine.config import QualityScoreConfig, section
+        from data_engine.config import section
+        from data_engine.quality.config import QualityScoreConfig
         from data_engine.quality.job import score_quality_job
         from data_engine.spark import get_spark
 

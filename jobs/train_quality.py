@@ -34,9 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def work() -> dict:
-        from data_engine.config import QualityTrainConfig, section
+        from data_engine.config import section
         from data_engine.errors import ConfigError
         from data_engine.langs import normalize_lang
+        from data_engine.quality.config import QualityTrainConfig
         from data_engine.quality.job import train_quality_job
         from data_engine.spark import get_spark
 

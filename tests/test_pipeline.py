@@ -11,11 +11,11 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from data_engine import lake, tracking
-from data_engine.config import PipelineConfig, QualityScoreConfig, QualityTrainConfig
 from data_engine.langs import LANGS
-from data_engine.pipeline import run_pipeline
+from data_engine.quality.config import QualityScoreConfig, QualityTrainConfig
 from jobs import pipeline as pipeline_job
 from trainer.config import TrainConfig
+from trainer.pipeline import PipelineConfig, run_pipeline
 
 
 def test_demo_path_reconciles_stage_to_stage_and_trains_on_the_exported_shards(spark, tmp_path, capsys):

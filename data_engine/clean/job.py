@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from data_engine.clean.config import CleanConfig
 from data_engine.clean.run import plan_clean
-from data_engine.config import CleanConfig, to_dict
+from data_engine.config import to_dict
 from data_engine.stage import run_stage
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from data_engine import fasttext_model
-from data_engine.config import LidConfig
+from data_engine.clean.config import LidConfig
 from data_engine.errors import ConfigError
 from data_engine.langs import LANGS, UNKNOWN, normalize_lang
 

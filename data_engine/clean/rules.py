@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
-from data_engine.config import CleanConfig, RuleThresholds
+from data_engine.clean.config import CleanConfig, RuleThresholds
 
 #: (reason, statistic, comparison, threshold field); a rule fires when the comparison holds.
 RULES: tuple[tuple[str, str, str, str], ...] = (

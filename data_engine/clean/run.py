@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from data_engine import lake
+from data_engine.clean.config import CleanConfig
 from data_engine.clean.rules import first_failure, thresholds_frame, with_thresholds
 from data_engine.clean.stats import STAT_NAMES
-from data_engine.config import CleanConfig
-from data_engine.dedup.base import drop_rows
+from data_engine.drops import drop_rows
 from data_engine.langs import LANGS, UNKNOWN
 from data_engine.stage import Counts, Output, StagePlan, commit_plan, require_consistent
 from data_engine.tables import DOCS_CLEAN, DROPS

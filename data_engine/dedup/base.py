@@ -1,27 +1,9 @@
-"""What every dedup stage shares: its result shape, the drops schema and rows, and the keep rule."""
+"""What every dedup stage shares: its result shape and the keep rule (drops rows: `data_engine.drops`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-
-DROPS_COLUMNS = ("doc_id", "stage", "lang", "reason", "dup_of", "cluster_id", "detail")
-DROPS_SCHEMA = ("doc_id string, stage string, lang string, reason string, dup_of string, "
-                "cluster_id string, detail string")
-
-
-def drop_rows(df: Any, *, stage: Any, reason: Any, detail: Any) -> Any:
-    """`df`'s documents as `drops` rows of a stage that removes documents on their own (no survivor,
-    no cluster). `stage`, `reason`, `detail`: Columns, or strings taken as literals."""
-    from pyspark.sql import Column
-    from pyspark.sql import functions as F
-
-    def col(value: Any) -> Any:
-        return value if isinstance(value, Column) else F.lit(value)
-
-    none = F.lit(None).cast("string")
-    return df.select("doc_id", col(stage).alias("stage"), "lang", col(reason).alias("reason"),
-                     none.alias("dup_of"), none.alias("cluster_id"), col(detail).alias("detail"))
 
 
 @dataclass(frozen=True)

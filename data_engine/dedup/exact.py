@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from data_engine.config import ExactDedupConfig
 from data_engine.dedup.base import StageResult, tag_duplicates
+from data_engine.dedup.config import ExactDedupConfig
 from data_engine.dedup.normalize import text_hash_column
 
 STAGE = "exact"

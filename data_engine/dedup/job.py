@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from data_engine.config import DedupConfig, to_dict
+from data_engine.config import to_dict
+from data_engine.dedup.config import DedupConfig
 from data_engine.dedup.inspect import cluster_samples, render_html
 from data_engine.dedup.near import scurve
 from data_engine.dedup.run import plan_dedup

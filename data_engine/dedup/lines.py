@@ -21,9 +21,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from data_engine.config import LineDedupConfig
-from data_engine.dedup.base import StageResult, drop_rows
+from data_engine.dedup.base import StageResult
+from data_engine.dedup.config import LineDedupConfig
 from data_engine.dedup.normalize import normalize_text
+from data_engine.drops import drop_rows
 
 STAGE = "lines"
 REASON_EMPTY = "empty_after_line_removal"

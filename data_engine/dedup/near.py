@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from data_engine.config import NearDedupConfig
 from data_engine.dedup.base import StageResult, keep_order, tag_duplicates
 from data_engine.dedup.components import connected_components
+from data_engine.dedup.config import NearDedupConfig
 from data_engine.dedup.minhash import MinHasher, s_curve
 from data_engine.dedup.shingles import ShingleSpec
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from data_engine import lake
-from data_engine.config import DedupConfig
-from data_engine.dedup.base import DROPS_COLUMNS
+from data_engine.dedup.config import DedupConfig
 from data_engine.dedup.lines import LINE_DROPS_SCHEMA
 from data_engine.dedup.registry import ALL_DEDUP_STAGES, STAGES
+from data_engine.drops import DROPS_COLUMNS
 from data_engine.stage import Counts, Output, ReconcileError, StagePlan, commit_plan, require_consistent
 from data_engine.tables import DOCS_CLEAN, DOCS_DEDUP, DOCS_RAW, DROPS, LINE_DROPS
 

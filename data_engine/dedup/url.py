@@ -12,8 +12,8 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-from data_engine.config import UrlDedupConfig
 from data_engine.dedup.base import StageResult, tag_duplicates
+from data_engine.dedup.config import UrlDedupConfig
 
 STAGE = "url"
 REASON = "url_duplicate"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from data_engine import lake, tracking
-from data_engine.config import ExportConfig, to_dict
+from data_engine.config import to_dict
+from data_engine.export.config import ExportConfig
 from data_engine.export.shards import export_shards
 
 

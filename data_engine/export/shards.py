@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from data_engine import lake
-from data_engine.config import ExportConfig
 from data_engine.errors import ConfigError, InputError, SailyardError
+from data_engine.export.config import ExportConfig
 from data_engine.export.indexed_dataset import file_checksum, merge_parts, token_dtype
 from data_engine.export.manifest import (
     DIGEST_COLUMNS,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from data_engine import lake, tracking
-from data_engine.config import IngestConfig, to_dict
+from data_engine.config import to_dict
+from data_engine.ingest.config import IngestConfig
 from data_engine.ingest.run import ingest
 
 

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from data_engine import lake
-from data_engine.config import IngestConfig
 from data_engine.errors import InputError, TableConflictError
 from data_engine.ingest import plan
 from data_engine.ingest import reasons as R
+from data_engine.ingest.config import IngestConfig
 from data_engine.ingest.records import COLUMNS, Limits, Split, count_newlines, read_split
 from data_engine.stage import AlreadyCommitted, Counts, Output, StagePlan, commit_plan
 from data_engine.tables import DOCS_RAW, INGEST_LOG, QUARANTINE

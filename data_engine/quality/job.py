@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from data_engine import lake, tracking
-from data_engine.config import QualityScoreConfig, QualityTrainConfig, to_dict
+from data_engine.config import to_dict
+from data_engine.quality.config import QualityScoreConfig, QualityTrainConfig
 from data_engine.quality.train import train_quality
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from data_engine import lake, tracking
-from data_engine.config import QualityScoreConfig
-from data_engine.dedup.base import drop_rows
+from data_engine.drops import drop_rows
 from data_engine.errors import ConfigError
+from data_engine.quality.config import QualityScoreConfig
 from data_engine.quality.train import META_FILE, MODEL_FILE
 from data_engine.stage import Counts, Output, ReconcileError, StagePlan, commit_plan, require_consistent
 from data_engine.tables import DOCS_CLEAN, DOCS_CURATED, DOCS_DEDUP, DOCS_SCORED, DROPS

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from data_engine import lake
-from data_engine.config import QualityTrainConfig
 from data_engine.errors import ConfigError, InputError
 from data_engine.langs import UNKNOWN
+from data_engine.quality.config import QualityTrainConfig
 from data_engine.quality.features import LABEL_HIGH, LABEL_LOW, fasttext_lines
 from data_engine.tables import DOCS_CLEAN, DOCS_RAW
 

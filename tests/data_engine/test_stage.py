@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from data_engine import lake, stage
-from data_engine.config import DedupConfig
+from data_engine.dedup.config import DedupConfig
 from data_engine.dedup.run import dedup
 from data_engine.errors import TableConflictError
 from data_engine.tables import DOCS_DEDUP, DOCS_RAW, DROPS
@@ -68,7 +68,7 @@ def test_counts_and_written_rows_are_checked_before_any_commit(spark, lake_dir):
 KILLER = r'''
 import os, signal, sys
 from data_engine import lake
-from data_engine.config import DedupConfig
+from data_engine.dedup.config import DedupConfig
 from data_engine.dedup.run import dedup
 from data_engine.spark import get_spark
 
@@ -111,12 +111,16 @@ def test_kill_between_a_stages_commits_is_detected_and_repaired_by_a_rerun(spark
     assert kept + dropped != 30  # the two tables disagree: that is what the check is for
     with pytest.raises(stage.InconsistentSetError, match="re-run dedup"):
         stage.require_consistent(lake_dir, DOCS_DEDUP)
+    from data_engine.report import format_report, lake_report
+
+    assert "docs_dedup: INCONSISTENT" in format_report(lake_report(spark, lake_dir))
 
     again = dedup(spark, lake_dir, EXACT)
     assert (again.records, again.kept, again.dropped) == (30, 15, 15)
     assert stage.set_state(lake_dir, DOCS_DEDUP).consistent
     assert _dedup_rows(spark, lake_dir) == (15, 15)
     stage.require_consistent(lake_dir, DOCS_DEDUP)
+    assert "INCONSISTENT" not in format_report(lake_report(spark, lake_dir))
 
 
 def _drops(spark, stage_name, n, start=0):

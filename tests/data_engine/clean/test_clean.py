@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 
 from data_engine import lake
+from data_engine.clean.config import CleanConfig, LidConfig
 from data_engine.clean.lid import decide, predict
 from data_engine.clean.run import clean
-from data_engine.config import CleanConfig, LidConfig
 from data_engine.langs import LANGS
 from data_engine.sample.corpus import load_udhr
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from data_engine import lake
+from data_engine.clean.config import CleanConfig, LidConfig
 from data_engine.clean.run import clean
 from data_engine.clean.stats import is_code_line
-from data_engine.config import CleanConfig, LidConfig
 from data_engine.langs import LANGS
 from data_engine.sample.corpus import load_udhr
 from data_engine.sample.labelled import JUNK_KINDS, junk_documents, real_documents

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from data_engine.clean.config import CleanConfig
 from data_engine.clean.normalize import clean_text
 from data_engine.clean.rules import RULES, first_failure, thresholds_frame, with_thresholds
 from data_engine.clean.stats import STAT_NAMES, batch_stats
-from data_engine.config import CleanConfig
 from data_engine.sample.corpus import load_udhr
 
 ENG = "\n".join(load_udhr("eng")[1] + load_udhr("eng")[2] + load_udhr("eng")[3])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 
 from data_engine import lake
-from data_engine.config import DedupConfig, ExactDedupConfig
+from data_engine.dedup.config import DedupConfig, ExactDedupConfig
 from data_engine.dedup.exact import dedup_exact
 from data_engine.dedup.normalize import normalize_text, text_hash
 from data_engine.dedup.run import dedup

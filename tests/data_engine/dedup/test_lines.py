@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from data_engine.config import LineDedupConfig
+from data_engine.dedup.config import LineDedupConfig
 from data_engine.dedup.lines import dedup_lines
 
 SCHEMA = "doc_id string, lang string, text string"

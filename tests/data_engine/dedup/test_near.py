@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from data_engine.config import NearDedupConfig
+from data_engine.dedup.config import NearDedupConfig
 from data_engine.dedup.minhash import MinHasher, s_curve
 from data_engine.dedup.near import dedup_near, scurve, spec_of
 from data_engine.dedup.shingles import jaccard, shingle_hashes, shingle_sets

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from data_engine.config import UrlDedupConfig
+from data_engine.dedup.config import UrlDedupConfig
 from data_engine.dedup.url import dedup_url, normalize_url
 
 

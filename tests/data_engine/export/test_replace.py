@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from data_engine import lake
-from data_engine.config import ExportConfig
 from data_engine.errors import ConfigError, InputError
+from data_engine.export.config import ExportConfig
 from data_engine.export.indexed_dataset import token_dtype
 from data_engine.export.manifest import manifest_digest
 from data_engine.export.shards import ExportResult, _place, _tokenize_and_merge, export_shards

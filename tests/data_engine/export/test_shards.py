@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from data_engine import lake
-from data_engine.config import ExportConfig
 from data_engine.errors import ConfigError, TableNotFoundError
+from data_engine.export.config import ExportConfig
 from data_engine.export.indexed_dataset import read_index, write_index
 from data_engine.export.shards import export_shards
 from data_engine.tokenizer import QWEN_EOD_ID, identity, load_fast

@@ -12,8 +12,8 @@ import huggingface_hub.constants
 import pytest
 
 from data_engine import lake
-from data_engine.config import ExportConfig
 from data_engine.errors import SailyardError
+from data_engine.export.config import ExportConfig
 from data_engine.export.shards import export_shards
 from data_engine.tokenizer import identity, load_verified, ship, tokenizer_dir
 

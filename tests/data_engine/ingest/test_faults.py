@@ -188,7 +188,7 @@ def test_truncated_files_are_incomplete_and_their_repair_adds_exactly_the_rest(s
 _DRIVER = r"""
 import dataclasses, json, os, shutil, sys
 from data_engine import lake
-from data_engine.config import IngestConfig
+from data_engine.ingest.config import IngestConfig
 from data_engine.errors import InputError
 from data_engine.ingest.run import ingest
 from data_engine.spark import get_spark

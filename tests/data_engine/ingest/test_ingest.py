@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_engine import lake
-from data_engine.config import IngestConfig
 from data_engine.errors import InputError
+from data_engine.ingest.config import IngestConfig
 from data_engine.ingest.run import ingest
 
 GOOD = [

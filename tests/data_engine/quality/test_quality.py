@@ -14,8 +14,8 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 from data_engine import lake, tracking
-from data_engine.config import QualityScoreConfig, QualityTrainConfig
 from data_engine.errors import InputError, TableNotFoundError
+from data_engine.quality.config import QualityScoreConfig, QualityTrainConfig
 from data_engine.quality.features import fasttext_lines
 from data_engine.quality.job import score_quality_job, train_quality_job
 from data_engine.quality.score import keep_count

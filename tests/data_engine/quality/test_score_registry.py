@@ -11,9 +11,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from data_engine import lake, tracking
-from data_engine.config import QualityScoreConfig, QualityTrainConfig, from_dict
+from data_engine.config import from_dict
 from data_engine.errors import ConfigError, SailyardError
 from data_engine.jobrun import run_job
+from data_engine.quality.config import QualityScoreConfig, QualityTrainConfig
 from data_engine.quality.job import score_quality_job, train_quality_job
 from data_engine.quality.score import score_and_select
 from data_engine.sample.corpus import load_udhr

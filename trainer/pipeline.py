@@ -17,8 +17,35 @@ from pathlib import Path
 from typing import Any
 
 from data_engine import tracking
-from data_engine.config import PipelineConfig, to_dict
+from data_engine.clean.config import CleanConfig
+from data_engine.config import from_dict, load_yaml, to_dict
+from data_engine.dedup.config import DedupConfig
 from data_engine.errors import SailyardError
+from data_engine.export.config import ExportConfig
+from data_engine.ingest.config import IngestConfig
+from data_engine.quality.config import QualityScoreConfig, QualityTrainConfig
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The whole demo pipeline; each field is the section of the same name in the YAML."""
+
+    work_dir: str = "work"
+    sample_docs_per_lang: int = 40
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    quality: QualityTrainConfig = field(default_factory=QualityTrainConfig)
+    score: QualityScoreConfig = field(default_factory=QualityScoreConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    stage: str = "stage1"
+    train_config: str | None = None
+    """Trainer YAML for the NeMo run (None: the trainer's built-in tiny defaults)."""
+
+    @staticmethod
+    def from_yaml(path: str | Path | None) -> PipelineConfig:
+        return PipelineConfig() if path is None else from_dict(PipelineConfig, load_yaml(path),
+                                                               source=str(path))
 
 
 @dataclass
