@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -183,7 +184,11 @@ def start_run(name: str, *, work_dir: str | Path, kind: str = "job",
     try:
         yield run
     except BaseException:
-        client.set_terminated(run.run_id, status="FAILED")
+        try:
+            client.set_terminated(run.run_id, status="FAILED")
+        except Exception as exc:  # e.g. the store is locked: the job's own error is what to report
+            print(f"sailyard: could not mark MLflow run {run.run_id} FAILED: {' '.join(str(exc).split())[:200]}",
+                  file=sys.stderr, flush=True)
         raise
     run.log_metrics({"seconds": round(time.time() - started, 3)})
     client.set_terminated(run.run_id, status="FINISHED")
