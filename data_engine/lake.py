@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import shutil
+import sys
 import threading
 import time
 import urllib.parse
@@ -52,12 +54,14 @@ STAGING = "_staging"  # underscore: Spark, Delta and our vacuum all treat it as 
 _CREATE_LOCK = "_sailyard_create.lock"
 _ATTEMPT_KEY = "sailyard.attempt"  # commit-info key naming the write attempt that made a version
 _TOUCHED_KEY = "sailyard.touched"  # commit-info key: the partitions a commit added to or removed from
+#: Commits that change no data: they never conflict with a stage's decision.
+MAINTENANCE_OPERATIONS = ("VACUUM START", "VACUUM END")
 HEARTBEAT_SUFFIX = ".alive"
 HEARTBEAT_SECONDS = 30.0
 #: Below this retention `vacuum` wants `force`: younger files may belong to a reader of an old version.
 MIN_RETENTION_HOURS = 1.0
 _COMMIT_RETRIES = 8
-_REMOTE_SCHEMES = ("hdfs", "viewfs", "s3a", "s3", "gs", "abfss", "abfs", "wasbs", "wasb")
+_REMOTE_SCHEMES = ("hdfs", "viewfs", "s3a", "s3", "gs", "abfss", "abfs")
 _UNSET: Any = object()
 
 
@@ -111,13 +115,26 @@ def _rs(uri: str) -> tuple[str, dict[str, str] | None]:
     if is_local(uri):
         return str(_local(uri)), None
     scheme, rest = uri.split("://", 1)
-    rs_scheme = {"s3a": "s3", "wasbs": "az", "wasb": "az"}.get(scheme, scheme)
+    rs_scheme = {"s3a": "s3"}.get(scheme, scheme)
     options = os.environ.get("SAILYARD_DELTA_STORAGE_OPTIONS")
     try:
         parsed = json.loads(options) if options else None
     except ValueError as exc:
         raise ConfigError(f"SAILYARD_DELTA_STORAGE_OPTIONS is not a JSON object: {exc}") from None
     return f"{rs_scheme}://{rest}", parsed
+
+
+def _spark_files(dt: Any, table: str) -> list[str]:
+    """The version's data files as URIs under our (raw) table URI. delta-rs percent-encodes the
+    table root in `file_uris()` (`my%20lake`) but not the relative part (the on-disk name)."""
+    root_uri = str(dt.table_uri).rstrip("/") + "/"
+    root_path = urllib.parse.urlparse(root_uri).path
+    prefixes = (root_uri, root_path, urllib.parse.unquote(root_path))
+    out = []
+    for f in dt.file_uris():
+        rel = next((f[len(p):] for p in prefixes if p and f.startswith(p)), None)
+        out.append(f"{table}/{rel}" if rel is not None else _spark_file_uri(f, table))
+    return out
 
 
 def _spark_file_uri(rs_file: str, table: str) -> str:
@@ -194,7 +211,17 @@ def first_existing(lake: str | Path, names: Sequence[str], *, purpose: str) -> s
 
 
 def history(lake: str | Path, name: str, limit: int | None = None) -> list[dict[str, Any]]:
-    return _open(lake, name).history(limit)
+    """Commit infos, newest first; sailyard's keys of a commit made natively by Spark (kept in
+    Delta's `userMetadata`) are lifted to the top level like delta-rs's custom metadata."""
+    entries = _open(lake, name).history(limit)
+    for entry in entries:
+        raw = entry.get("userMetadata")
+        if isinstance(raw, str) and raw.startswith("{"):
+            try:
+                entry.update({k: v for k, v in json.loads(raw).items() if k not in entry})
+            except ValueError:
+                pass
+    return entries
 
 
 def read_arrow(lake: str | Path, name: str, *, version: int | None = None,
@@ -228,7 +255,7 @@ def read_table(spark: Any, lake: str | Path, name: str, *, version: int | None =
         df = spark.read.format("delta").option("versionAsOf", pinned).load(uri)
         return Table(name, path, pinned, df)
     schema = from_arrow_schema(pa.schema(dt.schema().to_arrow()))
-    files = [_spark_file_uri(f, uri) for f in dt.file_uris()]
+    files = _spark_files(dt, uri)
     if not files:
         df = spark.createDataFrame([], schema)
     else:
@@ -465,8 +492,7 @@ def stage_write(df: Any, lake: str | Path, name: str, *, mode: WriteMode = "erro
         _check_schema(name, _open(lake, name).schema().to_arrow(), df,
                       replacing=mode == "overwrite" and not replace_partitions)
     if strict and base != current:
-        if not (replace_partitions and base is not None and current is not None
-                and _disjoint_since(staged, base, current)):
+        if not (base is not None and current is not None and _disjoint_since(staged, base, current)):
             raise TableConflictError(f"table '{name}' is at version {current}, not {base} as this job "
                                      "read it; nothing was committed; re-run the job")
         staged.base = current  # others replaced only partitions we do not touch
@@ -569,10 +595,21 @@ def commit(staged: StagedWrite, *, metadata: Mapping[str, Any] | None = None) ->
         return WriteResult(staged.name, path, table_version(staged.lake, staged.name) or 0, 0, 0,
                            committed=False)
     if staged.native_df is not None:
-        return _write_native(staged, path)
+        return _write_native(staged, path, metadata)
     try:
         return _commit_rs(staged, path, metadata)
-    except BaseException:
+    except BaseException as exc:
+        # delta-rs may raise after the version is written (a post-commit checkpoint failing, a retried
+        # conditional put reported as a conflict): if our attempt is in the log, the files are live.
+        landed = None if staged.committed else _find_attempt(staged.lake, staged.name, staged.attempt)
+        if staged.committed or landed is not None:
+            staged.committed = True
+            if landed is not None and isinstance(exc, Exception):
+                print(f"sailyard: table '{staged.name}' version {landed} was committed, but delta-rs then "
+                      f"reported: {' '.join(str(exc).split())[:200]}", file=sys.stderr, flush=True)
+                return WriteResult(staged.name, path, landed, sum(f[3] for f in staged.files),
+                                   len(staged.files), committed=True)
+            raise
         discard(staged)
         raise
     finally:
@@ -597,7 +634,7 @@ def _check_schema(name: str, table_schema: Any, df: Any, *, replacing: bool) -> 
                                   f"{want}")
 
 
-def _write_native(staged: StagedWrite, path: Any) -> WriteResult:
+def _write_native(staged: StagedWrite, path: Any, metadata: Mapping[str, Any] | None) -> WriteResult:
     df = staged.native_df
     writer = df.write.format("delta").mode("append" if staged.mode == "error" else staged.mode)
     if staged.partition_by:
@@ -608,6 +645,8 @@ def _write_native(staged: StagedWrite, path: Any) -> WriteResult:
         writer = writer.option("replaceWhere", where)
     if staged.app_id is not None and staged.app_version is not None:
         writer = writer.option("txnAppId", staged.app_id).option("txnVersion", staged.app_version)
+    if metadata:  # Delta's commitInfo.userMetadata; `commit_metadata` reads it back
+        writer = writer.option("userMetadata", json.dumps({k: str(v) for k, v in metadata.items()}))
     writer.save(staged.uri)
     dt = _open(staged.lake, staged.name)
     return WriteResult(staged.name, path, dt.version(), -1, -1, committed=True)
@@ -675,11 +714,13 @@ def _commit_rs(staged: StagedWrite, path: Any, metadata: Mapping[str, Any] | Non
             break
         except CommitFailedError as exc:
             latest = table_version(staged.lake, staged.name)
+            if _find_attempt(staged.lake, staged.name, staged.attempt) is not None:
+                staged.committed = True  # ours landed; the error was about a retry of it
+                break
             if _already_committed(staged.lake, staged.name, staged.app_id, staged.app_version):
                 discard(staged)
                 return WriteResult(staged.name, path, latest or 0, 0, 0, committed=False)
-            if not (staged.replace_partitions and base is not None and latest is not None
-                    and _disjoint_since(staged, base, latest)):
+            if not (base is not None and latest is not None and _disjoint_since(staged, base, latest)):
                 raise TableConflictError(
                     f"table '{staged.name}' changed while this job ran (another writer committed after "
                     f"version {base}); nothing was committed; re-run the job. "
@@ -701,9 +742,16 @@ def _disjoint_since(staged: StagedWrite, base: int, latest: int) -> bool:
     """
     mine = {(k, v) for k, vals in (staged.replace_partitions or {}).items() for v in _values(vals)}
     entries = history(staged.lake, staged.name, limit=latest - base + 8)
-    for entry in entries:
-        if not base < int(entry.get("version", -1)) <= latest:
-            continue
+    if table_version(staged.lake, staged.name) != latest:
+        return False  # moved on while we looked: decide again on the next attempt
+    between = {int(e["version"]): e for e in entries if "version" in e and base < int(e["version"]) <= latest}
+    if set(between) != set(range(base + 1, latest + 1)):
+        return False  # a version we cannot see (no commit info, cleaned-up log): assume the worst
+    for entry in between.values():
+        if entry.get("operation") in MAINTENANCE_OPERATIONS:
+            continue  # vacuum deletes only files no current version references
+        if not mine:
+            return False  # a whole-table overwrite conflicts with any data commit
         raw = entry.get(_TOUCHED_KEY)
         if raw is None:
             return False
@@ -715,13 +763,23 @@ def _disjoint_since(staged: StagedWrite, base: int, latest: int) -> bool:
     return True
 
 
+def _find_attempt(lake: str, name: str, attempt: str, depth: int = 512) -> int | None:
+    """The version whose commit carries our attempt id, or None."""
+    if not attempt or table_version(lake, name) is None:
+        return None
+    for entry in history(lake, name, limit=depth):
+        if entry.get(_ATTEMPT_KEY) == attempt and "version" in entry:
+            return int(entry["version"])
+    return None
+
+
 def _version_of(lake: str, name: str, attempt: str) -> int:
     """The version our commit got. Not simply the latest: another writer may already have
     committed after us (appends are rebased), so find the commit that carries our attempt id."""
-    for entry in history(lake, name, limit=64):
-        if entry.get(_ATTEMPT_KEY) == attempt:
-            return int(entry["version"])
-    raise RuntimeError(f"committed to {table_uri(lake, name)} but cannot find the commit of attempt {attempt}")
+    found = _find_attempt(lake, name, attempt)
+    if found is None:
+        raise RuntimeError(f"committed to {table_uri(lake, name)} but cannot find the commit of attempt {attempt}")
+    return found
 
 
 @contextmanager
@@ -758,6 +816,13 @@ def live_attempts(lake: str | Path, name: str) -> list[str]:
                   if p.name.endswith(HEARTBEAT_SUFFIX) and _alive(p))
 
 
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
 def _local_table(lake: str | Path, name: str) -> Path:
     uri = table_uri(lake, name)
     if not is_local(uri):
@@ -780,10 +845,10 @@ def vacuum(lake: str | Path, name: str, *, retention_hours: float = 168.0,
         raise ConfigError(f"vacuum retention {retention_hours} h is under {MIN_RETENTION_HOURS:g} h: "
                           "readers of older versions and slow writers may still need those files; "
                           "pass --force to do it anyway")
-    dt = _open(lake, name)
     path = _local_table(lake, name)
-    alive = set(live_attempts(lake, name))
-    removed = [str(path / p) for p in dt.vacuum(retention_hours=int(retention_hours), dry_run=dry_run,
+    alive = set(live_attempts(lake, name))  # before the snapshot: a writer committing now is in it
+    dt = _open(lake, name)
+    removed = [str(path / p) for p in dt.vacuum(retention_hours=math.ceil(retention_hours), dry_run=dry_run,
                                                  enforce_retention_duration=False, full=not alive)]
     cutoff = time.time() - retention_hours * 3600
     staging = path / STAGING
@@ -792,7 +857,9 @@ def vacuum(lake: str | Path, name: str, *, retention_hours: float = 168.0,
             beat = staging / (attempt.name + HEARTBEAT_SUFFIX)
             if attempt.name in alive or _alive(beat):  # re-checked: it may have started just now
                 continue
-            last = beat.stat().st_mtime if beat.exists() else attempt.stat().st_mtime
+            last = _mtime(beat) or _mtime(attempt)
+            if last is None:  # finished and removed while we looked
+                continue
             if last <= cutoff:
                 removed.append(str(attempt))
                 if not dry_run:
@@ -800,7 +867,7 @@ def vacuum(lake: str | Path, name: str, *, retention_hours: float = 168.0,
                     beat.unlink(missing_ok=True)
         for beat in sorted(staging.glob("*" + HEARTBEAT_SUFFIX)):  # heartbeats of finished attempts
             stem = beat.name[: -len(HEARTBEAT_SUFFIX)]
-            if not (staging / stem).exists() and not _alive(beat) and beat.stat().st_mtime <= cutoff:
+            if not (staging / stem).exists() and not _alive(beat) and (_mtime(beat) or cutoff + 1) <= cutoff:
                 removed.append(str(beat))
                 if not dry_run:
                     beat.unlink(missing_ok=True)

@@ -210,7 +210,12 @@ def set_state(lake_dir: str, table: str) -> SetState | None:
     """
     if not lake.exists(lake_dir, table):
         return None
-    [latest] = lake.history(lake_dir, table, limit=1)
+    # The latest commit that changed data (vacuum's own commits carry no stage metadata).
+    entries = [e for e in lake.history(lake_dir, table, limit=16)
+               if e.get("operation") not in lake.MAINTENANCE_OPERATIONS]
+    if not entries:
+        return None
+    latest = entries[0]
     stage, run, members = latest.get(STAGE_KEY), latest.get(RUN_KEY), latest.get(SET_KEY)
     if not (stage and run and members):
         return None

@@ -78,7 +78,8 @@ def plan_clean(spark: Any, lake_dir: str, cfg: CleanConfig = CleanConfig(), *,
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    require_consistent(lake_dir, cfg.input_table)
+    if input_version is None:  # a pinned older version is the user's explicit choice
+        require_consistent(lake_dir, cfg.input_table)
     source = lake.read_table(spark, lake_dir, cfg.input_table, version=input_version)
     base_clean = lake.table_version(lake_dir, DOCS_CLEAN)
     base_drops = lake.table_version(lake_dir, DROPS)

@@ -62,7 +62,8 @@ def plan_dedup(spark: Any, lake_dir: str, cfg: DedupConfig = DedupConfig(), *,
                input_version: int | None = None) -> StagePlan:
     """Run the configured stages lazily over the pinned input; nothing is written."""
     table = cfg.input_table or lake.first_existing(lake_dir, (DOCS_CLEAN, DOCS_RAW), purpose="dedup")
-    require_consistent(lake_dir, table)
+    if input_version is None:  # a pinned older version is the user's explicit choice
+        require_consistent(lake_dir, table)
     source = lake.read_table(spark, lake_dir, table, version=input_version)
     base_dedup = lake.table_version(lake_dir, DOCS_DEDUP)
     base_drops = lake.table_version(lake_dir, DROPS)

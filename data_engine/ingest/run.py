@@ -200,7 +200,7 @@ def _content_key(kind: str | None = None) -> Any:
     return F.sha2(doc() if kind == "doc" else bad(), 256)
 
 
-def _mark_committed(parsed: Any, lake_dir: str, paths: set[str]) -> Any:
+def _mark_committed(parsed: Any, lake_dir: str, paths: set[str], batch: str) -> Any:
     """Rows of resumed files already written by an earlier attempt on the same path become `seen`.
 
     Position and content must both match, so a record the repair changed is new. File-level rows
@@ -213,7 +213,8 @@ def _mark_committed(parsed: Any, lake_dir: str, paths: set[str]) -> Any:
         return parsed
     spark = parsed.sparkSession
     scope = F.col("source_file").isin(sorted(paths)) & F.col("record_no").isNotNull()
-    prior = [lake.read_table(spark, lake_dir, name).df.filter(scope)
+    # Rows of this very batch (a crash repair re-reading it) are not an earlier attempt's.
+    prior = [lake.read_table(spark, lake_dir, name).df.filter(scope & (F.col("batch_id") != batch))
              .select("source_file", "record_no", _content_key(kind).alias("_key"))
              for name, kind in ((DOCS_RAW, "doc"), (QUARANTINE, "bad")) if lake.exists(lake_dir, name)]
     if not prior:
@@ -330,7 +331,7 @@ def ingest(spark: Any, lake_dir: str, inputs: list[str], *, source: str | None =
                       SPLIT_SCHEMA)
               .mapInPandas(_parse_partitions(limits), PARSED_SCHEMA)
               .withColumn("source", F.lit(result.source)).withColumn("batch_id", F.lit(batch))
-              .transform(lambda df: _mark_committed(df, lake_dir, resumed))
+              .transform(lambda df: _mark_committed(df, lake_dir, resumed, batch))
               .persist(StorageLevel.MEMORY_AND_DISK))
     try:
         by_file = _tally(parsed, result)
@@ -338,13 +339,15 @@ def ingest(spark: Any, lake_dir: str, inputs: list[str], *, source: str | None =
         # A crash after docs_raw committed: the re-run finishes the other tables (their app
         # transactions keep each commit single). Otherwise docs_raw is the gate: a concurrent run of
         # the same input that commits it first wins, and this one adds nothing.
-        repairing = lake._already_committed(lake_dir, DOCS_RAW, app, 0)
         bad = parsed.filter("kind = 'bad'").select(*QUARANTINE_COLUMNS)
         log_rows = _log_rows(fresh, by_file, batch, result.source)
         log_df = spark.createDataFrame(log_rows, LOG_SCHEMA)
         _migrate_log(spark, lake_dir)
         counts = Counts(records=result.records, kept=result.docs, quarantined=result.quarantined)
         for attempt in range(_ID_RETRIES):
+            # Checked on every attempt: an earlier attempt of this run may have committed docs_raw
+            # and then lost a race on another table.
+            repairing = lake._already_committed(lake_dir, DOCS_RAW, app, 0)
             base_raw = lake.table_version(lake_dir, DOCS_RAW)
             docs = _with_doc_ids(parsed.filter("kind = 'doc'"), lake_dir, base_raw).select(*DOCS_RAW_COLUMNS)
             outputs = [  # ingest_log last: a file is logged only once its rows are in

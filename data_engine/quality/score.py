@@ -182,7 +182,8 @@ def plan_score(spark: Any, lake_dir: str, cfg: QualityScoreConfig = QualityScore
     from pyspark.sql import functions as F
 
     table = cfg.input_table or lake.first_existing(lake_dir, (DOCS_DEDUP, DOCS_CLEAN), purpose="score")
-    require_consistent(lake_dir, table)
+    if input_version is None:  # a pinned older version is the user's explicit choice
+        require_consistent(lake_dir, table)
     source = lake.read_table(spark, lake_dir, table, version=input_version)
     result = ScoreResult(table, source.version)
     base_scored, base_curated = lake.table_version(lake_dir, DOCS_SCORED), lake.table_version(lake_dir, DOCS_CURATED)

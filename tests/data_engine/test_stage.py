@@ -218,3 +218,36 @@ def test_vacuum_next_to_a_slow_running_write_leaves_it_alone(spark, lake_dir):
     assert outcome["result"].rows == 40
     assert lake.read_table(spark, lake_dir, "slow").df.count() == 44
     assert lake.live_attempts(lake_dir, "slow") == []
+
+
+def _meta(stage_name, run, members):
+    return {stage.STAGE_KEY: stage_name, stage.RUN_KEY: run, stage.SET_KEY: members}
+
+
+def test_vacuum_commits_neither_hide_an_interrupted_set_nor_make_a_stage_conflict(spark, lake_dir):
+    for run in ("r0", "r1"):  # two runs of stage "s": "a" and "b" both from r1 ...
+        lake.write_table(_docs(spark, 3, tag=run), lake_dir, "a", mode="overwrite", metadata=_meta("s", run, "a,b"))
+    lake.write_table(_docs(spark, 3), lake_dir, "b", mode="overwrite", metadata=_meta("s", "r0", "a,b"))
+    # ... but r1 died before committing "b": the set is broken.
+    assert not stage.set_state(lake_dir, "a").consistent
+    base = lake.table_version(lake_dir, "a")
+    pending = lake.stage_write(_docs(spark, 2, tag="r2"), lake_dir, "a", mode="overwrite", base_version=base)
+    deleted = lake.vacuum(lake_dir, "a", retention_hours=0, force=True)  # r0's files go
+    assert deleted and lake.history(lake_dir, "a", limit=1)[0]["operation"] == "VACUUM END"
+    state = stage.set_state(lake_dir, "a")
+    assert state is not None and not state.consistent and state.run == "r1"
+    with pytest.raises(stage.InconsistentSetError):
+        stage.require_consistent(lake_dir, "a")
+    # A stage that decided on `base` is not in conflict with vacuum's commits.
+    done = lake.commit(pending, metadata=_meta("s", "r2", "a"))
+    assert done.committed and lake.read_table(spark, lake_dir, "a").df.count() == 2
+
+
+def test_lake_roots_with_spaces_and_partition_values_needing_escapes(spark, tmp_path):
+    root = str(tmp_path / "my lake ข่าว")
+    rows = [(f"d{i}", lang, f"t{i}") for i, lang in enumerate(["tha", "a b", "k=v", "x%y", "tha"])]
+    lake.write_table(spark.createDataFrame(rows, SCHEMA), root, "t", mode="error")
+    assert lake.lake_uri(root) == "file://" + root
+    got = sorted(tuple(r) for r in lake.read_table(spark, root, "t").df.collect())
+    assert got == sorted(rows)
+    assert sorted(lake.read_arrow(root, "t").column("lang").to_pylist()) == sorted(r[1] for r in rows)
