@@ -161,11 +161,9 @@ def _revision(name_or_path: str, folder: Path) -> str | None:
 
 
 def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from data_engine.digests import file_digest
+
+    return file_digest(path)
 
 
 # --------------------------------------------------------------------------- Spark executors

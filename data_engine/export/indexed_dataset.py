@@ -121,10 +121,6 @@ def _lengths(idx_path: str | Path, sequences: int) -> np.ndarray:
 
 def file_checksum(path: str | Path) -> str:
     """xxh3-128 of a file, streamed: the `.bin`/`.idx` checksums of `shard_manifest`."""
-    import xxhash
+    from data_engine.digests import file_digest
 
-    digest = xxhash.xxh3_128()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "xxh3_128")

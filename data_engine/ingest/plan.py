@@ -7,6 +7,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from data_engine.digests import file_digest
 from data_engine.errors import InputError
 from data_engine.ingest.records import Split, read_failed
 
@@ -72,14 +73,10 @@ def _files_under(root: Path) -> list[Path]:
 
 def sha256_file(path: str) -> str:
     """The file's identity in `ingest_log`; an I/O error fails the task (and is retried)."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(block)
+        return file_digest(path)
     except OSError as exc:
         raise read_failed(path, exc, "(computing its SHA-256)") from exc
-    return digest.hexdigest()
 
 
 def splits_for(file: InputFile, split_bytes: int) -> list[Split]:

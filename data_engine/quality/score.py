@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from data_engine import lake, tracking
+from data_engine.digests import file_digest
 from data_engine.drops import drop_rows
 from data_engine.errors import ConfigError
 from data_engine.quality.config import QualityScoreConfig
@@ -54,16 +55,6 @@ def keep_count(n: int, percent: float) -> int:
     from fractions import Fraction
 
     return math.ceil(Fraction(str(percent)) * n / 100)
-
-
-def _file_digest(path: Path) -> str:
-    import xxhash
-
-    h = xxhash.xxh3_64()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _resolve_versions(work_dir: Path, langs: list[str], cfg: QualityScoreConfig) -> dict[str, tracking.ModelVersion]:
@@ -103,7 +94,7 @@ def _fetch_models(spark: Any, lake_dir: str, langs: list[str],
         local = tracking.download(work_dir, version, staging / f"{lang}-v{version.version}")
         # Named by content: a long-lived session may score several lakes whose registries both hold a
         # "v1" for this language, and Spark refuses a second, different file under a shipped name.
-        digest = _file_digest(local / MODEL_FILE)
+        digest = file_digest(local / MODEL_FILE, "xxh3_64")
         shipped = (local / MODEL_FILE).rename(staging / f"quality-{lang}-v{version.version}-{digest}.bin")
         meta = json.loads((local / META_FILE).read_text())
         spark.sparkContext.addFile(str(shipped))
