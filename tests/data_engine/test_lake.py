@@ -613,3 +613,22 @@ def test_racing_creates_with_error_mode_let_only_one_in(workers):
     assert arrow_rows(lake.read_arrow(lake_root, "created_err")) == winner_rows
     path = lake.table_path(lake_root, "created_err")
     assert data_files(path) == logged_files(path)
+
+
+def test_lake_uris_are_qualified_and_mapped_for_delta_rs(tmp_path, monkeypatch):
+    assert lake.lake_uri(tmp_path / "x") == f"file://{tmp_path}/x"
+    assert lake.lake_uri(f"file://{tmp_path}/x/") == f"file://{tmp_path}/x"
+    assert lake.table_uri("hdfs://nn:8020/lake/", "docs_raw") == "hdfs://nn:8020/lake/docs_raw"
+    monkeypatch.setenv("SAILYARD_DELTA_STORAGE_OPTIONS", '{"AWS_REGION": "ap-southeast-1"}')
+    assert lake._rs("s3a://bucket/lake/t") == ("s3://bucket/lake/t", {"AWS_REGION": "ap-southeast-1"})
+    assert lake._rs("gs://b/lake/t")[0] == "gs://b/lake/t"
+    assert lake._rs(f"file://{tmp_path}/t") == (f"{tmp_path}/t", None)
+    assert lake._spark_file_uri("s3://bucket/lake/t/lang=tha/f.parquet", "s3a://bucket/lake/t") == \
+        "s3a://bucket/lake/t/lang=tha/f.parquet"
+    from data_engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unsupported scheme"):
+        lake.lake_uri("ftp://host/lake")
+    monkeypatch.setenv("SAILYARD_DELTA_STORAGE_OPTIONS", "not json")
+    with pytest.raises(ConfigError, match="SAILYARD_DELTA_STORAGE_OPTIONS"):
+        lake._rs("s3a://bucket/lake/t")
