@@ -29,6 +29,12 @@ class RuleThresholds:
     max_curly_ratio: float = 0.01
     max_code_line_frac: float = 0.3
     max_bullet_line_frac: float = 0.9
+    min_letter_frac: float = 0.0
+    """Share of non-space characters that are letters or marks (any script). 0: off; set for the
+    scripts written without spaces, where character soup has no other signal."""
+    max_dup_phrase_frac: float = 1.0
+    """Share of letters in runs (between spaces, digits, punctuation) repeating an earlier run. 1: off;
+    for spaceless scripts a run is a phrase, for spaced ones a word (always repeated in prose)."""
 
 
 @dataclass(frozen=True)

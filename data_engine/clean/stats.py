@@ -11,13 +11,14 @@ thresholds, set for words, keep their meaning.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 STAT_NAMES = ("units", "mean_line_chars", "line_punct_frac", "symbol_ratio", "digit_ratio", "url_ratio",
               "dup_line_frac", "dup_line_char_frac", "top_2gram_frac", "dup_5gram_frac", "lorem_ipsum",
-              "curly_ratio", "code_line_frac", "bullet_line_frac")
+              "curly_ratio", "code_line_frac", "bullet_line_frac", "letter_frac", "dup_phrase_frac")
 
 # Ends of sentences in our scripts (and closing quotes), and ends of clauses: a line of prose in
 # Waray, Cebuano, Tagalog, Indonesian or Vietnamese often ends in `;` (a clause of a list, the UDHR
@@ -107,6 +108,43 @@ def _ngram_stats(tokens: list[str], n_top: int, n_dup: int) -> tuple[float, floa
     return top, dup
 
 
+def _letter_runs(text: str) -> tuple[int, list[str]]:
+    """(letters and marks of any script, the runs of them between spaces, digits and punctuation).
+
+    Marks count as letters: Thai vowels and tone marks, the Burmese virama and Khmer subscripts are
+    combining marks (category M), and a run must not break inside a syllable."""
+    letters, runs, start = 0, [], -1
+    for i, c in enumerate(text):
+        if unicodedata.category(c)[0] in "LM":
+            letters += 1
+            if start < 0:
+                start = i
+        elif start >= 0:
+            runs.append(text[start:i])
+            start = -1
+    if start >= 0:
+        runs.append(text[start:])
+    return letters, runs
+
+
+def _dup_run_frac(runs: list[str]) -> float:
+    """Share of the letters in runs that repeat an earlier run (the first occurrence not counted).
+
+    In text written without spaces a run is a phrase or a sentence (Thai, Lao, Khmer and Burmese
+    put spaces and punctuation between those, not between words), and phrases rarely recur
+    (≤ 0.22 on UDHR/FLORES pages); a keyword or tag list repeats its few keywords, each its own run
+    between separators (≥ 0.79). For spaced text a run is a word, so this is high in any prose."""
+    seen: set[str] = set()
+    repeated = total = 0
+    for run in runs:
+        total += len(run)
+        if run in seen:
+            repeated += len(run)
+        else:
+            seen.add(run)
+    return repeated / total if total else 0.0
+
+
 #: Characters per word by dominant spaceless script (shingles.SCRIPTS index): scales n-grams.
 _CHARS_PER_WORD = {1: 3, 2: 3, 3: 4, 4: 5, 5: 2}  # thai, lao, khmer, myanmar, han
 
@@ -114,7 +152,8 @@ _CHARS_PER_WORD = {1: 3, 2: 3, 3: 4, 4: 5, 5: 2}  # thai, lao, khmer, myanmar, h
 def document_stats(text: str, spaceless: bool, chars_per_word: int = 3,
                    max_units: float | None = None) -> dict[str, float]:
     """The statistics of one document. Above `max_units` units the document is `too_long` whatever
-    else it measures, so the n-gram statistics (memory in proportion to the text) are skipped."""
+    else it measures, so the n-gram and letter-run statistics (memory in proportion to the text)
+    are skipped (their neutral values: no repeats, all letters)."""
     lines = [ln for ln in text.split("\n") if ln.strip()]
     chars = sum(len(ln) for ln in lines) or 1
     units = _units(text, spaceless)
@@ -126,6 +165,7 @@ def document_stats(text: str, spaceless: bool, chars_per_word: int = 3,
     tokens = units if spaceless else words
     too_long = max_units is not None and len(units) > max_units
     top2, dup5 = (0.0, 0.0) if too_long else _ngram_stats(tokens, top_n, dup_n)
+    letters, runs = (non_space, []) if too_long else _letter_runs(text)
     return {
         "units": float(len(units)),
         "mean_line_chars": chars / max(len(lines), 1),
@@ -141,6 +181,8 @@ def document_stats(text: str, spaceless: bool, chars_per_word: int = 3,
         "curly_ratio": (text.count("{") + text.count("}")) / non_space,
         "code_line_frac": sum(is_code_line(ln) for ln in lines) / max(len(lines), 1),
         "bullet_line_frac": sum(bool(_BULLET.match(ln)) for ln in lines) / max(len(lines), 1),
+        "letter_frac": letters / non_space,
+        "dup_phrase_frac": _dup_run_frac(runs),
     }
 
 

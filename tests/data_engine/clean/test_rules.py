@@ -77,11 +77,26 @@ def test_rule_sections_are_validated():
     ("code_line_frac", "\n".join(["var x = 1;", "function f() {", "return x;", "}"] * 10), ENG),
     ("bullet_line_frac", "\n".join(f"- point {i} of the list." for i in range(30)), ENG),
     ("bullet_line_frac", "\n".join(f"• ข้อที่ {i} ในรายการนี้" for i in range(30)), THA),
+    ("letter_frac", "ก๑@#ข2%&ค~^" * 60, THA),
+    ("letter_frac", ENG + "\n" + "@#%&*+=<>~^|" * 150, ENG),
+    ("dup_phrase_frac", ", ".join(["ที่พัก", "โรงแรม", "ราคาถูก", "เชียงใหม่", "ทัวร์"] * 30), THA),
+    ("dup_phrase_frac", " | ".join(["ဟိုတယ်", "ခရီးသွား", "စျေးပေါ", "ရန်ကုန်"] * 30), "\n".join(load_udhr("mya")[1])),
 ])
 def test_statistic_separates_bad_from_good(stat, bad, good):
-    low_is_bad = stat in ("units", "mean_line_chars", "line_punct_frac")
+    low_is_bad = stat in ("units", "mean_line_chars", "line_punct_frac", "letter_frac")
     b, g = stats(bad)[stat], stats(good)[stat]
     assert (b < g) if low_is_bad else (b > g), (stat, b, g)
+
+
+def test_letter_runs_do_not_break_inside_a_syllable():
+    """Thai vowels and tone marks, the Burmese virama and Khmer subscripts are combining marks: they
+    are letters for `letter_frac` and part of the run, so a repeated word is one repeated run."""
+    assert stats("ကမ္ဘာ ကမ္ဘာ")["dup_phrase_frac"] == pytest.approx(0.5)
+    assert stats("ที่พัก ที่พัก ที่พัก ที่พัก")["dup_phrase_frac"] == pytest.approx(0.75)
+    assert stats("ក្រុង ភ្នំពេញ")["letter_frac"] == 1.0 and stats("ក្រុង ភ្នំពេញ")["dup_phrase_frac"] == 0.0
+    assert stats("ก 1 2 3")["letter_frac"] == pytest.approx(0.25)
+    huge = "ก " * 150_000
+    assert batch_stats([huge], max_units=100_000)[0]["dup_phrase_frac"] == 0.0  # too_long decides
 
 
 def test_thai_units_are_characters_and_english_units_words():
@@ -94,7 +109,7 @@ def test_each_rule_fires_on_its_statistic_and_not_below_it(spark):
     other) and one just inside; per-language thresholds come from the lang's section."""
     cfg = CleanConfig()
     thr = cfg.thresholds("eng")
-    safe = {"units": 500.0, "mean_line_chars": 80.0, "line_punct_frac": 1.0, "lorem_ipsum": 0.0}
+    safe = {"units": 500.0, "mean_line_chars": 80.0, "line_punct_frac": 1.0, "lorem_ipsum": 0.0, "letter_frac": 1.0}
     rows = []
     for name, stat, op, field in RULES:
         limit = 0.5 if field == "_lorem" else float(getattr(thr, field))
@@ -105,9 +120,15 @@ def test_each_rule_fires_on_its_statistic_and_not_below_it(spark):
             values[stat] = value
             rows.append((f"{name}:{tag}", "eng", *[values[s] for s in STAT_NAMES]))
     # Thai: 120 characters is too short for Thai (150) and a line without '.' is normal there.
-    thai = {s: 0.0 for s in STAT_NAMES} | {"units": 120.0, "mean_line_chars": 80.0}
-    rows.append(("tha:short", "tha", *[thai[s] for s in STAT_NAMES]))
-    rows.append(("tha:ok", "tha", *[(thai | {"units": 200.0})[s] for s in STAT_NAMES]))
+    # Character soup and keyword lists: Thai's own thresholds (0.8, 0.5) fire, English's (off) do not.
+    thai = {s: 0.0 for s in STAT_NAMES} | {"units": 120.0, "mean_line_chars": 80.0, "letter_frac": 1.0,
+                                        "line_punct_frac": 1.0}
+    ok = thai | {"units": 200.0}
+    for lang in ("tha", "eng"):
+        rows.append((f"{lang}:short", lang, *[thai[s] for s in STAT_NAMES]))
+        rows.append((f"{lang}:ok", lang, *[ok[s] for s in STAT_NAMES]))
+        rows.append((f"{lang}:soup", lang, *[(ok | {"letter_frac": 0.62})[s] for s in STAT_NAMES]))
+        rows.append((f"{lang}:keywords", lang, *[(ok | {"dup_phrase_frac": 0.85})[s] for s in STAT_NAMES]))
     df = spark.createDataFrame(rows, "doc_id string, lang string, " + ", ".join(f"_s_{s} double" for s in STAT_NAMES))
     reason, detail = first_failure()
     got = {r.doc_id: (r.reason, r.detail) for r in with_thresholds(df, thresholds_frame(spark, cfg, ["eng", "tha"]))
@@ -117,3 +138,6 @@ def test_each_rule_fires_on_its_statistic_and_not_below_it(spark):
         assert got[f"{name}:keep"] == (None, None), (name, got[f"{name}:keep"])
     assert got["tha:short"] == ("too_short", "units=120.0 < 150.0")
     assert got["tha:ok"] == (None, None)
+    assert got["tha:soup"] == ("non_letters", "letter_frac=0.62 < 0.8")
+    assert got["tha:keywords"] == ("duplicate_phrases", "dup_phrase_frac=0.85 > 0.5")
+    assert got["eng:soup"] == got["eng:keywords"] == got["eng:short"] == (None, None)
