@@ -11,7 +11,7 @@ CLUSTER_DIR := .cluster
 # The CPU build of torch 2.13.0 lies on disk on our machines; elsewhere PyTorch's CPU index has it.
 TORCH_SOURCE := $(if $(wildcard /opt/wheels/torch-*.whl),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
 
-.PHONY: venv demo test ui cluster-up cluster-down lint clean bench-dedup bench-lid bench-curation lock
+.PHONY: venv demo test ui cluster-up cluster-down lint clean bench-dedup bench-lid bench-curation bench-clean lock
 
 venv: $(STAMP)
 
@@ -66,6 +66,10 @@ bench-lid: venv
 # Clean, quality training and scoring throughput on web-like pages.
 bench-curation: venv
 	$(BIN)/python bench/curation.py
+
+# The cleaning rules' keep rate on real text and removal rate on web junk, per language.
+bench-clean: venv
+	$(BIN)/python bench/clean_real_text.py
 
 lint: venv
 	$(BIN)/ruff check data_engine jobs trainer eval tests bench
