@@ -149,9 +149,9 @@ def commit_plan(lake_dir: str, plan: StagePlan, *, run: Any = None) -> dict[str,
             plan.release()
     if run is not None:
         for name, version in plan.inputs.items():
-            run.table_read(name, lake.table_uri(lake_dir, name), version)
+            run.table_read(name, lake.table_path(lake_dir, name), version)
         for name, version in versions.items():
-            run.table_written(name, lake.table_uri(lake_dir, name), version)
+            run.table_written(name, lake.table_path(lake_dir, name), version)
     return versions
 
 

@@ -100,11 +100,11 @@ class Run:
 
     def table_read(self, name: str, path: str | Path, version: int) -> None:
         self.tables_read[name] = version
-        self.set_tags({f"table.read.{name}": f"{Path(path).resolve()}@v{version}"})
+        self.set_tags({f"table.read.{name}": f"{_location(path)}@v{version}"})
 
     def table_written(self, name: str, path: str | Path, version: int) -> None:
         self.tables_written[name] = version
-        self.set_tags({f"table.written.{name}": f"{Path(path).resolve()}@v{version}"})
+        self.set_tags({f"table.written.{name}": f"{_location(path)}@v{version}"})
 
     def log_dict(self, obj: Any, artifact_file: str) -> None:
         self.client.log_dict(self.run_id, obj, artifact_file)
@@ -135,6 +135,11 @@ def _store_lock(uri: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _location(path: str | Path) -> str:
+    """A table's location for lineage tags: a local path resolved, a remote URI as it is."""
+    return str(path) if "://" in str(path) else str(Path(path).resolve())
 
 
 def _experiment_id(client: Any, work_dir: str | Path) -> str:

@@ -81,6 +81,11 @@ def test_ingest_and_dedup_on_a_standalone_cluster(sample_dir, tmp_path):
     assert d["in"] == d["kept"] + d["dropped"] and d["dropped"] > 0
     assert lake.read_arrow(lake_dir, "docs_dedup").num_rows == d["kept"]
     assert lake.read_arrow(lake_dir, "drops").num_rows == d["dropped"]
+    from mlflow.tracking import MlflowClient
+
+    tags = MlflowClient(tracking.tracking_uri(tmp_path)).get_run(d["mlflow_run_id"]).data.tags
+    assert tags["table.read.docs_raw"] == f"{lake_dir.resolve() / 'docs_raw'}@v0"
+    assert tags["table.written.docs_dedup"] == f"{lake_dir.resolve() / 'docs_dedup'}@v{d['tables']['docs_dedup']}"
     # The executors ran in the Worker's own JVM: its work dir holds this application's folders.
     assert list((tmp_path / "cluster" / "work").glob("app-*"))
 

@@ -15,6 +15,7 @@ def test_parent_and_child_runs_with_lineage(tmp_path, monkeypatch):
         with tracking.start_run("ingest", work_dir=tmp_path) as child:
             child.table_read("docs_raw", tmp_path / "lake" / "docs_raw", 0)
             child.table_written("docs_dedup", tmp_path / "lake" / "docs_dedup", 7)
+            child.table_written("docs_clean", "s3a://bucket/lake/docs_clean", 2)  # a remote lake's URI
             child.log_metrics({"in": 10, "kept.tha": 4})
     client = MlflowClient(tracking.tracking_uri(tmp_path))
     p, c = client.get_run(parent.run_id), client.get_run(child.run_id)
@@ -22,6 +23,7 @@ def test_parent_and_child_runs_with_lineage(tmp_path, monkeypatch):
     assert p.data.params == {"dedup.stages": '["exact"]', "n": "3"}
     assert c.data.tags["table.read.docs_raw"].endswith("lake/docs_raw@v0")  # version 0 is recorded
     assert c.data.tags["table.written.docs_dedup"].endswith("@v7")
+    assert c.data.tags["table.written.docs_clean"] == "s3a://bucket/lake/docs_clean@v2"
     assert {k: v for k, v in c.data.metrics.items() if k != "seconds"} == {"in": 10.0, "kept.tha": 4.0}
     assert 0 <= c.data.metrics["seconds"] <= p.data.metrics["seconds"]
     assert p.info.status == c.info.status == "FINISHED"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from data_engine import lake, tracking
+from data_engine import tracking
 from data_engine.config import to_dict
 from data_engine.ingest.config import IngestConfig
 from data_engine.ingest.run import ingest
@@ -15,8 +15,6 @@ def ingest_job(spark: Any, lake_dir: str, inputs: list[str], *, source: str | No
     params = {"inputs": inputs, "lake": lake_dir, "source": source, "ingest": to_dict(cfg)}
     with tracking.start_run("ingest", work_dir=tracking.work_dir_for(lake_dir), params=params) as run:
         result = ingest(spark, lake_dir, inputs, source=source, cfg=cfg, run=run)
-        for name, version in result.tables.items():
-            run.table_written(name, lake.table_path(lake_dir, name), version)
         metrics = {"in": result.records, "kept": result.docs, "quarantined": result.quarantined,
                    "files": result.files, "skipped_files": result.skipped_files,
                    "ignored_files": result.ignored_files, "incomplete_files": result.incomplete_files,
