@@ -62,11 +62,14 @@ HEARTBEAT_SECONDS = 30.0
 MIN_RETENTION_HOURS = 1.0
 _COMMIT_RETRIES = 8
 _REMOTE_SCHEMES = ("hdfs", "viewfs", "s3a", "s3", "gs", "abfss", "abfs")
-_UNSET: Any = object()
 
 
 class _Unset:
     """Marker type for 'argument not given' where None is a meaningful value."""
+
+
+#: `base_version` not given (None means "based on no table").
+UNSET: Any = _Unset()
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,8 +424,7 @@ def write_table(df: Any, lake: str | Path, name: str, *, mode: WriteMode = "erro
                 replace_partitions: Mapping[str, str | Sequence[str]] | None = None,
                 sort_by: Sequence[str] = (),
                 app_id: str | None = None, app_version: int | None = None,
-                base_version: int | None | _Unset = _UNSET,
-                expected_rows: int | None = None,
+                base_version: int | None | _Unset = UNSET,
                 metadata: Mapping[str, Any] | None = None) -> WriteResult:
     """Commit `df` as one new version of `<lake>/<name>`.
 
@@ -439,7 +441,6 @@ def write_table(df: Any, lake: str | Path, name: str, *, mode: WriteMode = "erro
             the commit lands only directly on top of it — appends included — else
             TableConflictError. Not given, overwrites are based on the version found when the write
             starts and appends are rebased over concurrent appends.
-        expected_rows: the rows the caller counted; the written files must hold exactly these.
         metadata: string-able values stored in the commit info (run id, job name …).
 
     Raises:
@@ -451,10 +452,6 @@ def write_table(df: Any, lake: str | Path, name: str, *, mode: WriteMode = "erro
                          replace_partitions=replace_partitions, sort_by=sort_by, app_id=app_id,
                          app_version=app_version, base_version=base_version)
     try:
-        if expected_rows is not None and not staged.skipped and staged.native_df is None \
-                and staged.rows != expected_rows:
-            raise LakeVisibilityError(f"table '{name}': {staged.rows} rows written, {expected_rows} "
-                                      "counted; nothing was committed")
         return commit(staged, metadata=metadata)
     except BaseException:
         discard(staged)
@@ -466,7 +463,7 @@ def stage_write(df: Any, lake: str | Path, name: str, *, mode: WriteMode = "erro
                 replace_partitions: Mapping[str, str | Sequence[str]] | None = None,
                 sort_by: Sequence[str] = (), app_id: str | None = None,
                 app_version: int | None = None,
-                base_version: int | None | _Unset = _UNSET) -> StagedWrite:
+                base_version: int | None | _Unset = UNSET) -> StagedWrite:
     """Write `df`'s files into the table folder, verified, without committing (see `write_table`)."""
     from data_engine.spark import delta_native
 
@@ -481,11 +478,11 @@ def stage_write(df: Any, lake: str | Path, name: str, *, mode: WriteMode = "erro
     current = table_version(lake, name)
     if mode == "error" and current is not None:
         raise TableConflictError(f"table '{name}' already exists at {uri} (version {current})")
-    strict = base_version is not _UNSET
-    base = current if base_version is _UNSET else base_version
+    strict = base_version is not UNSET
+    base = current if base_version is UNSET else base_version
     staged = StagedWrite(name, str(lake), uri, mode, partition_by, replace_partitions, app_id,
                          app_version, base, strict or mode in ("overwrite", "error"))
-    if _already_committed(lake, name, app_id, app_version):
+    if has_transaction(lake, name, app_id, app_version):
         staged.skipped = True
         return staged
     if current is not None and mode != "error":
@@ -505,7 +502,8 @@ def stage_write(df: Any, lake: str | Path, name: str, *, mode: WriteMode = "erro
     return staged
 
 
-def _already_committed(lake: str | Path, name: str, app_id: str | None, app_version: int | None) -> bool:
+def has_transaction(lake: str | Path, name: str, app_id: str | None, app_version: int | None) -> bool:
+    """True when the table records app transaction `app_id` at `app_version` or later."""
     if app_id is None or app_version is None or table_version(lake, name) is None:
         return False
     done = _open(lake, name).transaction_version(app_id)
@@ -686,7 +684,7 @@ def _commit_rs(staged: StagedWrite, path: Any, metadata: Mapping[str, Any] | Non
             max_commit_retries=0 if staged.strict else None)
         try:
             with _create_lock(staged):
-                if _already_committed(staged.lake, staged.name, staged.app_id, staged.app_version):
+                if has_transaction(staged.lake, staged.name, staged.app_id, staged.app_version):
                     discard(staged)  # another run of the same input committed while we wrote
                     return WriteResult(staged.name, path, table_version(staged.lake, staged.name) or 0,
                                        0, 0, committed=False)
@@ -717,7 +715,7 @@ def _commit_rs(staged: StagedWrite, path: Any, metadata: Mapping[str, Any] | Non
             if _find_attempt(staged.lake, staged.name, staged.attempt) is not None:
                 staged.committed = True  # ours landed; the error was about a retry of it
                 break
-            if _already_committed(staged.lake, staged.name, staged.app_id, staged.app_version):
+            if has_transaction(staged.lake, staged.name, staged.app_id, staged.app_version):
                 discard(staged)
                 return WriteResult(staged.name, path, latest or 0, 0, 0, committed=False)
             if not (base is not None and latest is not None and _disjoint_since(staged, base, latest)):

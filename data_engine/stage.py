@@ -55,7 +55,7 @@ class Output:
     partition_by: Sequence[str] = ("lang",)
     replace_partitions: Mapping[str, Any] | None = None
     sort_by: Sequence[str] = ("doc_id",)
-    base_version: Any = lake._UNSET
+    base_version: Any = lake.UNSET
     app_id: str | None = None
     app_version: int | None = None
     gate: bool = False  # already committed by another run of the same input: commit nothing more
@@ -224,6 +224,14 @@ def set_state(lake_dir: str, table: str) -> SetState | None:
         entry = latest if member == table else _latest_stage_commit(lake_dir, member, stage)
         tables[member] = entry.get(RUN_KEY) if entry else None
     return SetState(stage, run, tables)
+
+
+def read_input(spark: Any, lake_dir: str, table: str, version: int | None = None) -> lake.Table:
+    """A stage's input pinned at `version` (default: the latest, whose set must be whole — a pinned
+    older version is the user's explicit choice)."""
+    if version is None:
+        require_consistent(lake_dir, table)
+    return lake.read_table(spark, lake_dir, table, version=version)
 
 
 def require_consistent(lake_dir: str, table: str) -> None:

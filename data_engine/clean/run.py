@@ -18,7 +18,7 @@ from data_engine.clean.rules import first_failure, thresholds_frame, with_thresh
 from data_engine.clean.stats import STAT_NAMES
 from data_engine.drops import drop_rows
 from data_engine.langs import LANGS, UNKNOWN
-from data_engine.stage import Counts, Output, StagePlan, commit_plan, require_consistent
+from data_engine.stage import Counts, Output, StagePlan, commit_plan, read_input
 from data_engine.tables import DOCS_CLEAN, DROPS
 
 CLEAN_STAGES = ("clean", "lid")
@@ -78,9 +78,7 @@ def plan_clean(spark: Any, lake_dir: str, cfg: CleanConfig = CleanConfig(), *,
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    if input_version is None:  # a pinned older version is the user's explicit choice
-        require_consistent(lake_dir, cfg.input_table)
-    source = lake.read_table(spark, lake_dir, cfg.input_table, version=input_version)
+    source = read_input(spark, lake_dir, cfg.input_table, input_version)
     base_clean = lake.table_version(lake_dir, DOCS_CLEAN)
     base_drops = lake.table_version(lake_dir, DROPS)
     df = source.df

@@ -16,7 +16,7 @@ from data_engine.dedup.config import DedupConfig
 from data_engine.dedup.lines import LINE_DROPS_SCHEMA
 from data_engine.dedup.registry import ALL_DEDUP_STAGES, STAGES
 from data_engine.drops import DROPS_COLUMNS
-from data_engine.stage import Counts, Output, ReconcileError, StagePlan, commit_plan, require_consistent
+from data_engine.stage import Counts, Output, ReconcileError, StagePlan, commit_plan, read_input
 from data_engine.tables import DOCS_CLEAN, DOCS_DEDUP, DOCS_RAW, DROPS, LINE_DROPS
 
 #: Tables besides docs_dedup and drops that a dedup run rewrites, with their schemas.
@@ -62,9 +62,7 @@ def plan_dedup(spark: Any, lake_dir: str, cfg: DedupConfig = DedupConfig(), *,
                input_version: int | None = None) -> StagePlan:
     """Run the configured stages lazily over the pinned input; nothing is written."""
     table = cfg.input_table or lake.first_existing(lake_dir, (DOCS_CLEAN, DOCS_RAW), purpose="dedup")
-    if input_version is None:  # a pinned older version is the user's explicit choice
-        require_consistent(lake_dir, table)
-    source = lake.read_table(spark, lake_dir, table, version=input_version)
+    source = read_input(spark, lake_dir, table, input_version)
     base_dedup = lake.table_version(lake_dir, DOCS_DEDUP)
     base_drops = lake.table_version(lake_dir, DROPS)
     result = DedupResult(table, source.version)

@@ -35,7 +35,7 @@ from data_engine.export.manifest import (
     write_stage_json,
 )
 from data_engine.langs import UNKNOWN, normalize_lang
-from data_engine.stage import require_consistent
+from data_engine.stage import read_input
 from data_engine.tables import DOCS_CURATED, DOCS_DEDUP, SHARD_MANIFEST
 from data_engine.tokenizer import MISMATCH, TokenizerIdentity, identity, ship
 
@@ -134,9 +134,7 @@ def export_shards(spark: Any, lake_dir: str, out_dir: str, stage: str,
         raise ConfigError(f"--stage must be a plain name such as 'stage1', got {stage!r}")
     tok = identity(cfg.tokenizer, cfg.eod_id)  # a hub name resolves to one snapshot, here, once
     table = cfg.input_table or lake.first_existing(lake_dir, (DOCS_CURATED, DOCS_DEDUP), purpose="export")
-    if input_version is None:  # a score/dedup run interrupted between its commits is not exported
-        require_consistent(lake_dir, table)
-    source = lake.read_table(spark, lake_dir, table, version=input_version)
+    source = read_input(spark, lake_dir, table, input_version)
     if run is not None:
         run.table_read(source.name, source.path, source.version)
     where = f"{table} v{source.version}"

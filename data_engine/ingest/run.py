@@ -347,7 +347,7 @@ def ingest(spark: Any, lake_dir: str, inputs: list[str], *, source: str | None =
         for attempt in range(_ID_RETRIES):
             # Checked on every attempt: an earlier attempt of this run may have committed docs_raw
             # and then lost a race on another table.
-            repairing = lake._already_committed(lake_dir, DOCS_RAW, app, 0)
+            repairing = lake.has_transaction(lake_dir, DOCS_RAW, app, 0)
             base_raw = lake.table_version(lake_dir, DOCS_RAW)
             docs = _with_doc_ids(parsed.filter("kind = 'doc'"), lake_dir, base_raw).select(*DOCS_RAW_COLUMNS)
             outputs = [  # ingest_log last: a file is logged only once its rows are in

@@ -27,7 +27,7 @@ from data_engine.drops import drop_rows
 from data_engine.errors import ConfigError
 from data_engine.quality.config import QualityScoreConfig
 from data_engine.quality.train import META_FILE, MODEL_FILE
-from data_engine.stage import Counts, Output, ReconcileError, StagePlan, commit_plan, require_consistent
+from data_engine.stage import Counts, Output, ReconcileError, StagePlan, commit_plan, read_input
 from data_engine.tables import DOCS_CLEAN, DOCS_CURATED, DOCS_DEDUP, DOCS_SCORED, DROPS
 
 STAGE = "quality"
@@ -173,9 +173,7 @@ def plan_score(spark: Any, lake_dir: str, cfg: QualityScoreConfig = QualityScore
     from pyspark.sql import functions as F
 
     table = cfg.input_table or lake.first_existing(lake_dir, (DOCS_DEDUP, DOCS_CLEAN), purpose="score")
-    if input_version is None:  # a pinned older version is the user's explicit choice
-        require_consistent(lake_dir, table)
-    source = lake.read_table(spark, lake_dir, table, version=input_version)
+    source = read_input(spark, lake_dir, table, input_version)
     result = ScoreResult(table, source.version)
     base_scored, base_curated = lake.table_version(lake_dir, DOCS_SCORED), lake.table_version(lake_dir, DOCS_CURATED)
     base_drops = lake.table_version(lake_dir, DROPS)
