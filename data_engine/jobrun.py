@@ -94,6 +94,10 @@ _PY_TRACEBACK = "Traceback (most recent call last):"
 # What py4j says when the driver's JVM has gone (killed for memory, most often).
 _JVM_GONE = ("Answer from Java side is empty", "Error while sending or receiving", "Connection refused",
              "Java gateway process exited")
+# What a call into a SparkContext stopped under it raises (the driver's JVM shutting down, most
+# often after an OutOfMemoryError in a task thread): the exception is about the stop, not its cause.
+_CONTEXT_STOPPED = ("SparkContext was shut down", "stopped SparkContext", 'dagScheduler()" is null',
+                    "SparkContext has been shutdown")
 # Executors lost to a memory limit: exit code 52 is Spark's OutOfMemoryError exit, 137 a kill -9
 # (a container's memory limit).
 _EXECUTOR_MEMORY = re.compile(r"(?:code|status|exitCode)[:=]? ?(?:52|137)\b|exceeding memory limits|OOMKilled"
@@ -250,6 +254,9 @@ def describe_spark_failure(failure: SparkFailure) -> str:
         return f"a Python task failed{where}: {failure.python_error}"
     if failure.jvm_gone:
         return _driver_oom("the Spark driver's JVM stopped (most often it ran out of memory)")
+    if any(marker in failure.text for marker in _CONTEXT_STOPPED):
+        return _driver_oom(f"the Spark driver stopped while the job ran{where} (most often it ran out of "
+                           "memory: look for OutOfMemoryError in the log above)")
     if root is not None and root.message.startswith("["):  # Spark's own error class says it all
         return f"Spark failed{where}: {root.message}"
     return f"Spark failed{where}: {root}"

@@ -173,6 +173,41 @@ def test_a_dead_driver_jvm_is_reported_as_such(tmp_path: Path) -> None:
     assert "ConnectionRefusedError" in done.stderr  # the Python traceback stays in the log
 
 
+def test_a_spark_context_stopped_under_a_running_job_points_at_the_driver(tmp_path: Path) -> None:
+    """What a task thread's OutOfMemoryError does to a local driver: Spark stops the context and
+    the job's call fails with an error about the stop (seen: a NullPointerException on a null
+    dagScheduler). Here the context is really stopped from another thread while a job runs."""
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent("""
+        import sys, threading, time
+        from data_engine.jobrun import run_job
+        from data_engine.spark import get_spark
+
+        spark = get_spark("stopped-context", conf={"spark.master": "local[1]"})
+
+        def slow(batches):
+            import time
+            for pdf in batches:
+                time.sleep(0.5)
+                yield pdf
+
+        def work():
+            threading.Timer(8, lambda: spark._jsc.sc().stop()).start()
+            spark.range(400).repartition(40).mapInPandas(slow, "id long").count()
+            return {}
+
+        sys.exit(run_job("dedup", work))
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+
+    assert done.returncode == 1, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    _assert_one_short_line(summary["error"])
+    assert summary["error"].startswith("the Spark driver stopped while the job ran"), summary["error"]
+    assert "--driver-memory" in summary["error"]
+
+
 def test_long_messages_are_cut_in_the_summary_and_kept_whole_on_stderr(capsys) -> None:
     columns = ", ".join(f"column_{i}" for i in range(80))
 
