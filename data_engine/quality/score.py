@@ -8,7 +8,7 @@ Python worker; the version used is the `quality_model` column (`<name>/<version>
 
 Selection is exact: with n documents in a language and p its keep percent, the ⌈p·n/100⌉
 highest-scoring ones (ties by doc_id) are kept — each document's rank within its language
-(`_ranks_within_language`) compared with that count; only per-language and per-partition counts
+(`quality.rank.ranks_within_language`) compared with that count; only per-language and per-partition counts
 come back to the driver.
 """
 
@@ -26,6 +26,7 @@ from data_engine.digests import file_digest
 from data_engine.drops import drop_rows
 from data_engine.errors import ConfigError
 from data_engine.quality.config import QualityScoreConfig
+from data_engine.quality.rank import keep_count, ranks_within_language
 from data_engine.quality.train import META_FILE, MODEL_FILE
 from data_engine.stage import Counts, Output, ReconcileError, StagePlan, commit_plan, read_input
 from data_engine.tables import DOCS_CLEAN, DOCS_CURATED, DOCS_DEDUP, DOCS_SCORED, DROPS
@@ -48,13 +49,6 @@ class ScoreResult:
     tables: dict[str, int] = field(default_factory=dict)
     histograms: dict[str, list[int]] = field(default_factory=dict)
     cuts: dict[str, float] = field(default_factory=dict)
-
-
-def keep_count(n: int, percent: float) -> int:
-    """⌈percent · n / 100⌉, exactly: 64.4 % of 250 is 161, not the 162 float arithmetic gives."""
-    from fractions import Fraction
-
-    return math.ceil(Fraction(str(percent)) * n / 100)
 
 
 def _resolve_versions(work_dir: Path, langs: list[str], cfg: QualityScoreConfig) -> dict[str, tracking.ModelVersion]:
@@ -132,40 +126,6 @@ def _score_partitions(models: dict[str, tuple[str, str, int]], columns: list[str
     return score
 
 
-def _ranks_within_language(spark: Any, scored: Any) -> Any:
-    """(doc_id, _rank): 1 for the best-scoring document of its language, ties by doc_id, unscored last.
-
-    A window over each language would sort a whole language — text included — in one task. Instead
-    a narrow (lang, score, doc_id) projection is range-partitioned and sorted across all tasks;
-    each row's position in its sorted partition is `monotonically_increasing_id` minus the
-    partition's first id, and the per-partition, per-language counts (partitions × languages rows,
-    the only thing collected) give every partition's offset within each language.
-    """
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-
-    score = F.coalesce(F.col("quality_score"), F.lit(-1.0))  # unscored after every score in [0, 1]
-    ordered = (scored.select("lang", "doc_id", score.alias("_score"))
-               .orderBy("lang", F.col("_score").desc(), "doc_id")
-               .select("lang", "doc_id", F.spark_partition_id().alias("_part"),
-                       F.monotonically_increasing_id().alias("_pos"))
-               .persist(StorageLevel.MEMORY_AND_DISK))  # ids must not change between the two passes
-    blocks = sorted((r._part, r.lang, r.n, r.first) for r in ordered.groupBy("_part", "lang").agg(
-        F.count(F.lit(1)).alias("n"), F.min("_pos").alias("first")).collect())
-    seen: dict[str, int] = {}
-    offsets = []
-    for part, lang, n, first in blocks:
-        offsets.append((part, lang, seen.get(lang, 0) - first))
-        seen[lang] = seen.get(lang, 0) + n
-    offset_df = F.broadcast(spark.createDataFrame(offsets, "_part int, lang string, _offset long"))
-    ranks = (ordered.join(offset_df, ["_part", "lang"])
-             .select("doc_id", (F.col("_pos") + F.col("_offset") + 1).alias("_rank"))
-             .persist(StorageLevel.MEMORY_AND_DISK))
-    ranks.count()
-    ordered.unpersist()
-    return ranks
-
-
 def plan_score(spark: Any, lake_dir: str, cfg: QualityScoreConfig = QualityScoreConfig(), *,
                input_version: int | None = None, run: Any = None) -> StagePlan:
     """Score and rank every document, decide the cut per language; nothing is written."""
@@ -203,7 +163,7 @@ def plan_score(spark: Any, lake_dir: str, cfg: QualityScoreConfig = QualityScore
                 keep[lang] = n if cfg.without_model == "keep" else 0
         keep_df = F.broadcast(spark.createDataFrame([(lang, k, counts[lang]) for lang, k in sorted(keep.items())],
                                                     "lang string, _keep long, _n long"))
-        ranks = _ranks_within_language(spark, scored)
+        ranks = ranks_within_language(spark, scored)
         ranked = (scored.join(ranks, "doc_id").join(keep_df, "lang")
                   .withColumn("_drop", F.col("_rank") > F.col("_keep"))
                   .persist(StorageLevel.MEMORY_AND_DISK))

@@ -18,7 +18,7 @@ from data_engine.errors import InputError, TableNotFoundError
 from data_engine.quality.config import QualityScoreConfig, QualityTrainConfig
 from data_engine.quality.features import fasttext_lines
 from data_engine.quality.job import score_quality_job, train_quality_job
-from data_engine.quality.score import keep_count
+from data_engine.quality.rank import keep_count
 from data_engine.quality.train import MODEL_FILE, read_positives, score_texts
 from data_engine.sample.corpus import load_udhr
 
@@ -197,7 +197,7 @@ def test_without_dedup_the_clean_table_is_scored(spark, lake_dir, tmp_path):
 
 
 def test_ranks_are_exact_when_a_language_spans_many_partitions(spark):
-    from data_engine.quality.score import _ranks_within_language
+    from data_engine.quality.rank import ranks_within_language
 
     rng = random.Random(2)
     rows = [(f"d{i:05d}", rng.choice(["tha", "vie", "lao"]),
@@ -206,7 +206,7 @@ def test_ranks_are_exact_when_a_language_spans_many_partitions(spark):
     previous = spark.conf.get("spark.sql.shuffle.partitions")
     spark.conf.set("spark.sql.shuffle.partitions", "9")
     try:
-        ranks = _ranks_within_language(spark, df)
+        ranks = ranks_within_language(spark, df)
         got = {r.doc_id: r._rank for r in ranks.collect()}
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", previous)
