@@ -10,6 +10,7 @@ DOCS_CURATED = "docs_curated"
 DROPS = "drops"
 LINE_DROPS = "line_drops"
 SHARD_MANIFEST = "shard_manifest"
+TOKEN_COUNTS = "token_counts"  # per (table, version): tokens per language, source, quality band
 
 #: The order data flows through the lake; export reads the last one present.
 CURATION_ORDER = (DOCS_RAW, DOCS_CLEAN, DOCS_DEDUP, DOCS_SCORED, DOCS_CURATED)

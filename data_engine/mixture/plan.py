@@ -41,7 +41,6 @@ _EPS = 1e-9
 class PlanConfig:
     """The `plan:` section (under `mixture:`)."""
 
-    stage1_langs: tuple[str, ...] = SAILOR2_STAGE1
     replay_fraction: float = 0.2
     """Share of stage 2 replayed from stage-1 data (Sailor2: 20%)."""
     hq_percent: float = 10.0
@@ -54,11 +53,9 @@ class PlanConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        unknown = [x for x in (*self.stage1_langs, *self.hq_percent_by_lang) if x not in LANGS]
+        unknown = [x for x in self.hq_percent_by_lang if x not in LANGS]
         if unknown:
-            problems.append(f"unknown language codes {unknown} (known: {', '.join(LANGS)})")
-        if not self.stage1_langs:
-            problems.append("stage1_langs is empty")
+            problems.append(f"hq_percent_by_lang: unknown language codes {unknown} (known: {', '.join(LANGS)})")
         if not 0 <= self.replay_fraction < 1:
             problems.append(f"replay_fraction must be in [0, 1), got {self.replay_fraction}")
         for lang, q in {"default": self.hq_percent, **self.hq_percent_by_lang}.items():
@@ -85,13 +82,14 @@ def file_sha256(path: str | Path) -> str:
 
 
 def make_plan(lake: str, mixture: Mapping[str, float], budget_stage1: int, budget_stage2: int,
-              cfg: PlanConfig = PlanConfig(), *, base_version: int | None = None,
+              cfg: PlanConfig = PlanConfig(), *, stage1_langs: tuple[str, ...] = SAILOR2_STAGE1,
+              base_version: int | None = None,
               hq_version: int | None = None, mixture_path: str | Path | None = None) -> dict[str, Any]:
     """The plan as plain data (what `plan.yaml` holds), its digest included.
 
     Args:
         mixture: stage-1 weights per language (the search's `mixture.yaml`); languages outside
-            `cfg.stage1_langs` or without tokens in the base table are an error.
+            `stage1_langs` (`mixture.langs`) or without tokens in the base table are an error.
         base_version, hq_version: versions of the base and high-quality tables whose token counts
             to use (None: the newest counted).
 
@@ -110,7 +108,7 @@ def make_plan(lake: str, mixture: Mapping[str, float], budget_stage1: int, budge
         raise ConfigError(f"token counts of {cfg.base_table} v{base.version} and {cfg.hq_table} "
                           f"v{hq_counts.version} used different tokenizers; count both with the training one")
     warnings: list[str] = []
-    w1 = _stage1_weights(mixture, base.tokens(), cfg, budget_stage1, warnings)
+    w1 = _stage1_weights(mixture, base.tokens(), stage1_langs, cfg, budget_stage1, warnings)
     base_tokens = {lang: base.tokens()[lang] for lang in w1}
     stage1 = [_entry(lang, "base", BASE_GROUP, w, base_tokens[lang], w * budget_stage1 / base_tokens[lang])
               for lang, w in w1.items() if w > 0]
@@ -161,7 +159,7 @@ def make_plan(lake: str, mixture: Mapping[str, float], budget_stage1: int, budge
                               "tokens": dict(sorted(hq_counts.tokens().items())),
                               "hq_tokens": dict(sorted(hq_tokens.items()))},
         },
-        "config": {"stage1_langs": list(cfg.stage1_langs), "replay_fraction": cfg.replay_fraction,
+        "config": {"stage1_langs": list(stage1_langs), "replay_fraction": cfg.replay_fraction,
                    "hq_percent": cfg.hq_percent, "hq_percent_by_lang": dict(sorted(cfg.hq_percent_by_lang.items())),
                    "max_epochs": cfg.max_epochs},
         "warnings": warnings,
@@ -196,12 +194,12 @@ def _renormalise(blend: list[dict[str, Any]]) -> None:
         blend[-1]["weight"] = round(1.0 - sum(e["weight"] for e in blend[:-1]), 12)
 
 
-def _stage1_weights(mixture: Mapping[str, float], tokens: Mapping[str, int], cfg: PlanConfig, budget: int,
-                    warnings: list[str]) -> dict[str, float]:
-    outside = sorted(set(mixture) - set(cfg.stage1_langs))
+def _stage1_weights(mixture: Mapping[str, float], tokens: Mapping[str, int], stage1_langs: tuple[str, ...],
+                    cfg: PlanConfig, budget: int, warnings: list[str]) -> dict[str, float]:
+    outside = sorted(set(mixture) - set(stage1_langs))
     if outside:
         raise ConfigError(f"the mixture weights {outside}, which are not stage-1 languages "
-                          f"({', '.join(cfg.stage1_langs)}); set mixture.plan.stage1_langs")
+                          f"({', '.join(stage1_langs)}); set mixture.langs")
     missing = sorted(lang for lang, w in mixture.items() if w > 0 and tokens.get(lang, 0) <= 0)
     if missing:
         raise ConfigError(f"the mixture weights {missing}, which have no tokens in the base table")
