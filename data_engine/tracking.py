@@ -199,6 +199,82 @@ def start_run(name: str, *, work_dir: str | Path, kind: str = "job",
     client.set_terminated(run.run_id, status="FINISHED")
 
 
+@contextmanager
+def reopen_run(run_id: str, *, work_dir: str | Path) -> Iterator[Run]:
+    """Continue run `run_id` (a resumed sweep): RUNNING while the block runs, then FINISHED, or FAILED
+    when it raises, like `start_run`.
+
+    Raises:
+        SailyardError: the store does not hold the run.
+    """
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    from data_engine.errors import SailyardError
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    uri = tracking_uri(work_dir)
+    with _store_lock(uri):
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        info = client.get_run(run_id).info
+    except Exception as exc:
+        raise SailyardError(f"MLflow store {uri} holds no run {run_id}: {str(exc).splitlines()[0][:200]}") from exc
+    client.update_run(run_id, status="RUNNING")
+    run = Run(client=client, run_id=run_id, experiment_id=info.experiment_id)
+    started = time.time()
+    try:
+        yield run
+    except BaseException:
+        try:
+            client.set_terminated(run_id, status="FAILED")
+        except Exception as exc:
+            print(f"sailyard: could not mark MLflow run {run_id} FAILED: {' '.join(str(exc).split())[:200]}",
+                  file=sys.stderr, flush=True)
+        raise
+    run.log_metrics({"seconds": round(time.time() - started, 3)})
+    client.set_terminated(run_id, status="FINISHED")
+
+
+def record_run(parent: Run, name: str, *, kind: str, params: Mapping[str, Any] | None = None,
+               metrics: Mapping[str, float] | None = None, tags: Mapping[str, Any] | None = None,
+               start_time: float | None = None) -> str:
+    """A FINISHED child run of `parent` for work done elsewhere (a worker process that never talks to
+    MLflow), written in one go; `start_time` (epoch seconds) is when that work began. Returns its id."""
+    all_tags = {"sailyard.kind": kind, "sailyard.job": name, "mlflow.runName": name,
+                "mlflow.parentRunId": parent.run_id, **{k: str(v) for k, v in (tags or {}).items()}}
+    commit = git_commit()
+    if commit:
+        all_tags["git_commit"] = commit
+    mlrun = parent.client.create_run(parent.experiment_id, run_name=name, tags=all_tags,
+                                     start_time=int((start_time or time.time()) * 1000))
+    child = Run(client=parent.client, run_id=mlrun.info.run_id, experiment_id=parent.experiment_id)
+    if params:
+        child.log_params(params)
+    if metrics:
+        child.log_metrics(metrics)
+    parent.client.set_terminated(child.run_id, status="FINISHED")
+    return child.run_id
+
+
+def child_runs(work_dir: str | Path, parent_run_id: str) -> list[Any]:
+    """Every (not deleted) run nested under `parent_run_id`, as `mlflow.entities.Run`s, oldest first."""
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(work_dir)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                                  max_results=1000, order_by=["attributes.start_time ASC"], page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
 def write_temp_json(obj: Any, name: str) -> Path:
     """A JSON file in a fresh temp dir, for artifacts that must keep a chosen file name."""
     path = Path(tempfile.mkdtemp(prefix="sailyard-")) / name
