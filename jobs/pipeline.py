@@ -41,6 +41,22 @@ def main(argv: list[str] | None = None) -> int:
         if quality:
             print("quality classifiers, held-out AUC: "
                   + ", ".join(f"{lang} {q['auc']:.3f}" for lang, q in sorted(quality.items())))
+        search = summary["jobs"].get("mixture_search")
+        if search:
+            print(f"\nstage-1 mixture ({summary['jobs']['mixture_fit']['runs']} proxy runs"
+                  f"{', FORCED past the rho floor' if search['forced'] else ''}): "
+                  + ", ".join(f"{lang} {w:.3f} (prior {search['prior'][lang]:.3f})"
+                              for lang, w in sorted(search["weights"].items())))
+            rho = {t: r for t, r in search["rho"].items() if r is not None}
+            if rho:
+                print("cross-validated Spearman rho: " + ", ".join(f"{t} {r:.2f}" for t, r in sorted(rho.items())))
+        plan = summary["jobs"].get("plan")
+        if plan:
+            print(f"plan:        {plan['plan']} (digest {plan['plan_digest'][:12]})")
+            for stage, s in plan["stages"].items():
+                print(f"  {stage}: {s['budget_tokens']:,} tokens, " + ", ".join(
+                    f"{k} {w:.3f}" for k, w in sorted(s["blend"].items(), key=lambda kv: -kv[1])[:8])
+                    + (" …" if len(s["blend"]) > 8 else ""))
         print(f"\nlake:        {summary['lake']}")
         print(f"shards:      {summary['shards']}")
         if train:
@@ -56,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         tables: dict[str, int] = {}
         for job in summary["jobs"].values():  # in run order: a table's last write wins
             tables.update(job.get("tables", {}))
-        return {"in": summary["jobs"]["ingest"]["in"], "kept": summary["jobs"]["export_shards"]["kept"],
+        return {"in": summary["jobs"]["ingest"]["in"], "kept": summary["jobs"]["export_plan"]["kept"],
                 "tables": tables, "quality_models": quality,
+                "mixture": (search or {}).get("weights"), "plan": (plan or {}).get("plan"),
                 "mlflow_run_id": summary["mlflow_run_id"], "work_dir": summary["work_dir"],
                 "checkpoint": train.get("checkpoint")}
 

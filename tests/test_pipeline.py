@@ -12,37 +12,69 @@ from mlflow.tracking import MlflowClient
 
 from data_engine import lake, tracking
 from data_engine.langs import LANGS
+from data_engine.mixture.config import MixtureConfig
+from data_engine.mixture.plan import PlanConfig
+from data_engine.mixture.search import SearchConfig
 from data_engine.quality.config import QualityScoreConfig, QualityTrainConfig
 from jobs import pipeline as pipeline_job
 from trainer.config import TrainConfig
 from trainer.pipeline import PipelineConfig, run_pipeline
 
 
-def test_demo_path_reconciles_stage_to_stage_and_trains_on_the_exported_shards(spark, tmp_path, capsys):
-    # Six documents per language: the tiny config's validation share must still give each one a
+def test_demo_path_reconciles_stage_to_stage_plans_a_mixture_and_trains_on_the_plan(spark, tmp_path, capsys):
+    # Six documents per language: the tiny configs' validation shares must still give each shard a
     # document (`trainer.data` refuses a split that leaves a part empty).
     train_yaml = tmp_path / "train.yaml"
     train = TrainConfig.from_yaml(Path("configs/train_tiny.yaml"))
     train_yaml.write_text(dataclasses.replace(train, data=dataclasses.replace(train.data, split="60,40,0"))
                           .to_yaml())
+    mixture = MixtureConfig(runs=4, sweep={"preset": "tiny", "workers": 2,
+                                           "proxy": {"split": "60,40,0", "steps": 8}},
+                            search=SearchConfig(samples=2000, top=16), plan=PlanConfig(hq_percent=50))
     cfg = PipelineConfig(work_dir=str(tmp_path / "work"), sample_docs_per_lang=6, train_config=str(train_yaml),
                          quality=QualityTrainConfig(min_examples=3, epoch=25),
-                         score=QualityScoreConfig(keep_percent=60))
+                         score=QualityScoreConfig(keep_percent=60), mixture=mixture, force_mixture_search=True)
     summary = run_pipeline(cfg, train=True, log=lambda _: None)
-    ingest, clean, dedup, export = (summary["jobs"][k] for k in ("ingest", "clean", "dedup", "export_shards"))
+    jobs = summary["jobs"]
+    ingest, clean, dedup, proxy = (jobs[k] for k in ("ingest", "clean", "dedup", "export_proxy"))
     assert ingest["in"] == ingest["kept"] + ingest["quarantined"] and ingest["quarantined"] == 11
     assert clean["in"] == ingest["kept"] and clean["in"] == clean["kept"] + clean["dropped"]
     assert dedup["in"] == clean["kept"] and dedup["in"] == dedup["kept"] + dedup["dropped"]
     assert dedup["dropped"] > 0
-    score = summary["jobs"]["score_quality"]
+    score = jobs["score_quality"]
     assert score["in"] == dedup["kept"] and score["in"] == score["kept"] + score["dropped"]
-    models = {lang: j["model"] for lang, j in summary["jobs"]["train_quality"].items()}
+    models = {lang: j["model"] for lang, j in jobs["train_quality"].items()}
     assert set(models) == {lang for lang, c in clean["by_lang"].items() if c["kept"] >= 3}
     assert len(models) >= 12 and score["models"] == {lang: f"sailyard-quality-{lang}/1" for lang in models}
     for lang, c in score["by_lang"].items():
         assert c["kept"] == (math.ceil(0.6 * c["in"]) if lang in models else c["in"]), lang
-    assert export["in"] == score["kept"] and export["in"] == export["kept"] + export["dropped"]
-    assert set(export["shards"]) >= set(LANGS) - {"mya", "zho"}  # short pages of these may all be cleaned away
+    # The proxies' shards: the stage-1 languages of docs_curated, and their token counts agree.
+    stage1 = set(mixture.langs)
+    assert set(proxy["shards"]) == stage1 & {lang for lang, c in score["by_lang"].items() if c["kept"]}
+    assert proxy["in"] == sum(c["kept"] for lang, c in score["by_lang"].items() if lang in stage1)
+    counted = jobs["count_tokens"]["docs_curated"]["by_lang"]
+    for lang, shard in proxy["shards"].items():
+        assert (counted[lang]["docs"], counted[lang]["tokens"]) == (shard["docs"], shard["tokens"]), lang
+    assert jobs["count_tokens"]["docs_scored"]["in"] == score["in"]
+    # Sweep → fit → search → plan.
+    assert jobs["mixture_sweep"]["finished"] == 4 and jobs["mixture_fit"]["runs"] == 4
+    search = jobs["mixture_search"]
+    assert search["forced"] and abs(sum(search["weights"].values()) - 1) < 1e-9
+    assert set(search["weights"]) == set(proxy["shards"])
+    plan = yaml.safe_load(Path(jobs["plan"]["plan"]).read_text())
+    assert plan["plan_digest"] == jobs["plan"]["plan_digest"] == jobs["export_plan"]["plan_digest"]
+    blend2 = plan["stages"]["stage2"]["blend"]
+    assert abs(sum(e["weight"] for e in blend2 if e["kind"] == "replay") - 0.2) < 1e-9
+    assert all(e.get("epochs_total", e["epochs"]) <= 4 + 1e-6 for e in blend2)
+    # The plan's shards and data configs; training read the stage-1 one.
+    export = jobs["export_plan"]
+    assert sorted(export["data_configs"]) == ["stage1", "stage2"]
+    stage1_config = yaml.safe_load(Path(export["data_configs"]["stage1"]).read_text())
+    assert stage1_config["plan_digest"] == plan["plan_digest"]
+    assert abs(sum(stage1_config["paths"][0::2]) - 1) < 1e-6
+    assert set(export["groups"]["stage1"]) == set(proxy["shards"])
+    for lang, shard in export["groups"]["stage1"].items():  # the same documents as the proxies' shards
+        assert (shard["docs"], shard["tokens"]) == (proxy["shards"][lang]["docs"], proxy["shards"][lang]["tokens"])
     lake_dir = summary["lake"]
     assert lake.read_arrow(lake_dir, "docs_dedup").num_rows == dedup["kept"]
     assert lake.read_arrow(lake_dir, "docs_curated").num_rows == score["kept"]
@@ -51,17 +83,24 @@ def test_demo_path_reconciles_stage_to_stage_and_trains_on_the_exported_shards(s
     client = MlflowClient(tracking.tracking_uri(tmp_path / "work"))
     children = client.search_runs([client.get_run(summary["mlflow_run_id"]).info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{summary['mlflow_run_id']}'")
-    jobs = ["clean", "dedup", "export_shards", "ingest", "score_quality", "train"]
-    assert sorted(r.info.run_name for r in children) == sorted(jobs + [f"train_quality.{x}" for x in models])
-    train = summary["jobs"]["train"]
+    names = ["clean", "count_tokens", "count_tokens", "dedup", "export_shards", "export_shards", "ingest",
+             "mixture_sweep", "score_quality", "train"]
+    assert sorted(r.info.run_name for r in children) == sorted(names + [f"train_quality.{x}" for x in models])
+    (sweep_run,) = [r for r in children if r.info.run_name == "mixture_sweep"]
+    nested = client.search_runs([sweep_run.info.experiment_id],
+                                f"tags.mlflow.parentRunId = '{sweep_run.info.run_id}'")
+    assert sorted(r.info.run_name for r in nested if not r.info.run_name.startswith("proxy")) == [
+        "mixture_fit", "mixture_search", "plan"]
+    assert sum(1 for r in nested if r.info.run_name.startswith("proxy")) == 4
+    train = jobs["train"]
     assert train["status"] == "ok" and train["steps"] == 10 and train["final_train_loss"] > 0
     assert train["tables_read"] == {"shard_manifest": export["tables"]["shard_manifest"]}
     assert Path(train["checkpoint"]).is_dir()
     (train_run,) = [r for r in children if r.info.run_name == "train"]
-    assert train_run.data.tags["shard_manifest_digest"] == export["shard_manifest_digest"]
+    assert train_run.data.tags["shard_manifest_digest"] == export["shard_manifest_digests"]["stage1"]
     assert len(client.get_metric_history(train_run.info.run_id, "reduced_train_loss")) == 10
-    # A second run, through the job's entry point: ingest adds nothing; dedup, classifiers, selection and
-    # export reproduce the same content.
+    # A second run, through the job's entry point: ingest adds nothing; dedup, classifiers, selection,
+    # the sweep (resumed: every proxy already finished), the plan and the export reproduce the same content.
     cfg_yaml = tmp_path / "pipeline.yaml"
     cfg_yaml.write_text(yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(cfg)))))
     capsys.readouterr()
@@ -71,6 +110,5 @@ def test_demo_path_reconciles_stage_to_stage_and_trains_on_the_exported_shards(s
     assert {lang: q["model"] for lang, q in again["quality_models"].items()} == {
         lang: f"sailyard-quality-{lang}/2" for lang in models}
     assert again["tables"]["docs_dedup"] == 1 and again["tables"]["docs_curated"] == 1
-    manifest = json.loads((Path(summary["shards"]) / "stage1" / "manifest.json").read_text())
-    assert manifest["digest"] == export["shard_manifest_digest"]
+    assert again["mixture"] == search["weights"]  # same tokens and seeds: the same proxies, fit and search
     assert lake.read_arrow(lake_dir, "docs_curated").num_rows == score["kept"]

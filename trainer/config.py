@@ -42,7 +42,8 @@ class ModelArgs:
 
 @dataclass(frozen=True)
 class DataArgs:
-    """Which shards to train on and in what proportions; see `trainer.data.blend_from_manifest`."""
+    """Which shards to train on and in what proportions; see `trainer.data.blend_from_manifest`,
+    or `trainer.data.blend_from_data_config` when `paths_file` is set."""
 
     lake: Path = Path("lake")  # the Delta lake root holding the `shard_manifest` table
     stage: str = "stage1"  # rows of the manifest to use (Sailor2: stage1 broad mix, stage2 anneal)
@@ -56,6 +57,9 @@ class DataArgs:
     # Extra samples Megatron indexes per language beyond its blend share (its default 0.005 is
     # below one sample on small validation sets, where the blend's rounding asks for one more).
     dataset_surplus: float = 0.1
+    # A NeMo data config written by `export_shards --plan` (`<out>/<stage>.data.yaml`): its paths
+    # are the blend as they are, and `stage`/`weights` are not used (weights must stay null).
+    paths_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -102,8 +106,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, Path(value).expanduser().absolute())
+        paths_file = self.data.paths_file
         object.__setattr__(self, "data", dataclasses.replace(
-            self.data, lake=Path(self.data.lake).expanduser().absolute()))
+            self.data, lake=Path(self.data.lake).expanduser().absolute(),
+            paths_file=Path(paths_file).expanduser().absolute() if paths_file is not None else None))
 
     @property
     def checkpoints(self) -> Path:
@@ -197,6 +203,12 @@ def _check_data(d: DataArgs, m: ModelArgs) -> list[str]:
             problems.append("data.weights: empty; leave it out to weight languages by token count")
         problems += [f"data.weights.{lang}: must be positive, got {w}"
                      for lang, w in d.weights.items() if not w > 0]
+    if d.paths_file is not None:
+        if d.weights is not None:
+            problems.append("data.weights: must be null with data.paths_file, whose paths carry the weights")
+        if not Path(d.paths_file).is_file():
+            problems.append(f"data.paths_file: no data config at {d.paths_file} (export_shards --plan writes "
+                            "<out>/<stage>.data.yaml)")
     for key in ("seq_length", "micro_batch_size", "global_batch_size"):
         if getattr(d, key) <= 0:
             problems.append(f"data.{key}: must be positive, got {getattr(d, key)}")

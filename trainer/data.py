@@ -5,6 +5,9 @@ module turns one into the other and refuses to train on shards that cannot be ri
 with another tokenizer, missing on disk, not the files the manifest describes (document and token
 counts of the `.idx`, checksums of `.bin` and `.idx`), or absent for a language the mixture asks for. The rows
 it used are hashed, so an MLflow run names the exact shards its checkpoint saw.
+
+A mixture plan's export writes the blend itself (`<out>/<stage>.data.yaml`); `blend_from_data_config`
+takes its paths as they are, after the same checks against the current manifest.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from data_engine import lake as lake_io
 from data_engine.errors import ConfigError, TableNotFoundError
@@ -61,18 +66,11 @@ def blend_from_manifest(lake: str | Path, stage: str, weights: Mapping[str, floa
             weight, a tokenizer mismatch, a shard whose .bin/.idx is missing, or whose files do not
             match its manifest row (documents, tokens, dtype, size, checksums).
     """
-    version = lake_io.table_version(lake, SHARD_MANIFEST)
-    if version is None:
-        raise TableNotFoundError(f"no {SHARD_MANIFEST} table in lake {Path(lake).resolve()}; "
-                                 "export shards first")
-    table = lake_io.read_arrow(lake, SHARD_MANIFEST, version=version)
-    missing_cols = [c for c in MANIFEST_COLUMNS if c not in table.column_names]
-    if missing_cols:
-        raise ConfigError(f"{SHARD_MANIFEST} v{version} lacks columns {missing_cols}")
+    version, all_rows = _manifest_rows(lake)
     where = f"{SHARD_MANIFEST} v{version} in {Path(lake).resolve()}"
-    rows = [r for r in table.to_pylist() if r["stage"] == stage]
+    rows = [r for r in all_rows if r["stage"] == stage]
     if not rows:
-        stages = sorted(set(table.column("stage").to_pylist()))
+        stages = sorted({r["stage"] for r in all_rows})
         raise ConfigError(f"{where} has no shards for stage {stage!r} (stages present: {stages})")
 
     by_lang: dict[str, list[dict[str, Any]]] = {}
@@ -93,6 +91,85 @@ def blend_from_manifest(lake: str | Path, stage: str, weights: Mapping[str, floa
     return Blend(paths=paths, lang_weights=lang_weights,
                  manifest_path=lake_io.table_path(lake, SHARD_MANIFEST), manifest_version=version,
                  digest=manifest_digest(used))
+
+
+def blend_from_data_config(lake: str | Path, paths_file: str | Path, tokenizer: str = "qwen2.5",
+                           split: str | None = None) -> Blend:
+    """The blend of a data config written by `export_shards --plan`: its `paths` exactly.
+
+    Every prefix must be a row of the current `<lake>/shard_manifest` (a shard the manifest no
+    longer names may be deleted or replaced by now) and pass the checks of `blend_from_manifest`.
+    `lang_weights` are the file's weights summed per language of those rows, normalised.
+
+    Raises:
+        TableNotFoundError: the lake has no shard manifest.
+        ConfigError: an unreadable or malformed file (paths not [weight, prefix, ...] with positive
+            weights), a prefix twice or not in the manifest, or a shard failing the file checks.
+    """
+    path = Path(paths_file)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read data config {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"data config {path} is not valid YAML: {exc}") from exc
+    paths = doc.get("paths") if isinstance(doc, Mapping) else None
+    pairs = _weighted_prefixes(paths, path)
+    version, rows = _manifest_rows(lake)
+    where = f"{SHARD_MANIFEST} v{version} in {Path(lake).resolve()}"
+    by_prefix = {r["prefix"]: r for r in rows}
+    absent = [prefix for _, prefix in pairs if prefix not in by_prefix]
+    if absent:
+        raise ConfigError(f"data config {path} (manifest v{doc.get('manifest_version')}) names shards that "
+                          f"{where} does not: {', '.join(absent)}; re-export the plan "
+                          "(export_shards --plan) and train on the data config it writes")
+    used = sorted((by_prefix[prefix] for _, prefix in pairs), key=lambda r: (r["stage"], r["lang"], r["prefix"]))
+    _check_shards(used, tokenizer, where)
+    if split is not None:
+        _check_split(used, split, where)
+    raw: dict[str, float] = {}
+    for weight, prefix in pairs:
+        lang = by_prefix[prefix]["lang"]
+        raw[lang] = raw.get(lang, 0.0) + weight
+    total = sum(raw.values())
+    out: list[float | str] = []
+    for weight, prefix in pairs:
+        out += [weight, prefix]
+    return Blend(paths=out, lang_weights={lang: raw[lang] / total for lang in sorted(raw)},
+                 manifest_path=lake_io.table_path(lake, SHARD_MANIFEST), manifest_version=version,
+                 digest=manifest_digest(used))
+
+
+def _weighted_prefixes(paths: Any, source: Path) -> list[tuple[float, str]]:
+    where = f"data config {source}"
+    if not isinstance(paths, list) or not paths or len(paths) % 2:
+        raise ConfigError(f"{where}: 'paths' must be a non-empty list [weight1, prefix1, weight2, prefix2, ...]")
+    pairs, problems = [], []
+    for i in range(0, len(paths), 2):
+        weight, prefix = paths[i], paths[i + 1]
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
+            problems.append(f"paths[{i}]: a weight must be a positive number, got {weight!r}")
+        elif not isinstance(prefix, str) or not prefix:
+            problems.append(f"paths[{i + 1}]: a shard prefix must be a path, got {prefix!r}")
+        elif any(prefix == p for _, p in pairs):
+            problems.append(f"paths[{i + 1}]: {prefix} is listed twice")
+        else:
+            pairs.append((float(weight), prefix))
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems))
+    return pairs
+
+
+def _manifest_rows(lake: str | Path) -> tuple[int, list[dict[str, Any]]]:
+    version = lake_io.table_version(lake, SHARD_MANIFEST)
+    if version is None:
+        raise TableNotFoundError(f"no {SHARD_MANIFEST} table in lake {Path(lake).resolve()}; "
+                                 "export shards first")
+    table = lake_io.read_arrow(lake, SHARD_MANIFEST, version=version)
+    missing_cols = [c for c in MANIFEST_COLUMNS if c not in table.column_names]
+    if missing_cols:
+        raise ConfigError(f"{SHARD_MANIFEST} v{version} lacks columns {missing_cols}")
+    return version, table.to_pylist()
 
 
 def _language_weights(by_lang: Mapping[str, list[dict[str, Any]]],

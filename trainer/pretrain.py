@@ -37,7 +37,7 @@ from data_engine.errors import ConfigError
 from data_engine.jobrun import run_job
 from data_engine.tables import SHARD_MANIFEST
 from trainer.config import TrainConfig
-from trainer.data import Blend, blend_from_manifest
+from trainer.data import Blend, blend_from_data_config, blend_from_manifest
 
 JOB = "train"
 
@@ -97,8 +97,12 @@ def setup(cfg: TrainConfig) -> Prepared:
     cfg.validate()
     if cfg.restore_from is not None:
         cfg = dataclasses.replace(cfg, restore_from=resolve_checkpoint(cfg.restore_from))
-    blend = blend_from_manifest(cfg.data.lake, cfg.data.stage, cfg.data.weights,
-                                tokenizer=cfg.data.tokenizer, split=cfg.data.split)
+    if cfg.data.paths_file is not None:  # a plan's data config: its paths as they are
+        blend = blend_from_data_config(cfg.data.lake, cfg.data.paths_file, tokenizer=cfg.data.tokenizer,
+                                       split=cfg.data.split)
+    else:
+        blend = blend_from_manifest(cfg.data.lake, cfg.data.stage, cfg.data.weights,
+                                    tokenizer=cfg.data.tokenizer, split=cfg.data.split)
     from trainer import cpu_patches  # imports torch: not at module level, see the note at the end
 
     gpu = not cpu_patches.apply()  # only without a GPU; before NeMo is imported (next line)

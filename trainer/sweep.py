@@ -86,6 +86,7 @@ class SweepResults:
     run_ids: list[str]
     meta: dict[str, Any]
     proxies: int  # mixtures in the sweep, finished or not
+    mlflow_run_id: str  # the sweep's run: fit, search and plan nest under it
 
 
 def sweep_id(langs: list[str], mixtures: np.ndarray, meta: Mapping[str, Any], cfg: SweepConfig) -> str:
@@ -315,4 +316,4 @@ def sweep_results(out_dir: str | Path) -> SweepResults:
     return SweepResults(sweep_id=sid, langs=langs, weights=w[indices], losses=losses,
                         train_loss=np.array([r.data.metrics.get("train_loss", math.nan) for r in runs]),
                         indices=indices, run_ids=[r.info.run_id for r in runs], meta=dict(doc.get("meta") or {}),
-                        proxies=len(w))
+                        proxies=len(w), mlflow_run_id=doc["mlflow_run_id"])

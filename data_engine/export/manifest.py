@@ -32,9 +32,10 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("tokenizer_digest", "string"), ("vocab_size", "long"), ("eod_id", "long"), ("dtype", "string"),
     ("idx_checksum", "string"),  # xxh3-128 of the .idx
     ("tokenizer_revision", "string"),  # HF commit of the tokenizer snapshot (see data_engine.tokenizer)
+    ("plan_digest", "string"),  # the mixture plan an `export_shards --plan` wrote the row for; null otherwise
 )
 MANIFEST_SCHEMA = ", ".join(f"{name} {kind}" for name, kind in COLUMNS)
-#: What a model is trained on; lineage columns (source table and version) stay out of the digest.
+#: What a model is trained on; lineage columns (source table and version, plan) stay out of the digest.
 DIGEST_COLUMNS = ("stage", "lang", "docs", "tokens", "checksum", "idx_checksum", "tokenizer_digest",
                   "eod_id", "dtype")
 

@@ -6,6 +6,10 @@ order with the tokenizer file the driver resolved and shipped (`data_engine.toke
 writes its own part files; the driver then concatenates the parts (file copies, no tokens in
 driver memory), writes the `.idx`, moves the shards in under content-derived names, commits
 `shard_manifest` and only then removes the shards it replaced (see `export.manifest`).
+
+A top-percent selection (a mixture plan's high-quality shards) keeps, per language, the documents
+`quality.rank` ranks within ⌈p·n/100⌉ — the same documents token accounting's quality bands ≤ p
+count — before anything is tokenised.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,7 @@ from data_engine.export.manifest import (
     write_stage_json,
 )
 from data_engine.langs import UNKNOWN, normalize_lang
+from data_engine.quality.rank import keep_count, ranks_within_language
 from data_engine.stage import read_input
 from data_engine.tables import DOCS_CURATED, DOCS_DEDUP, SHARD_MANIFEST
 from data_engine.tokenizer import MISMATCH, TokenizerIdentity, identity, ship
@@ -64,6 +69,10 @@ class ExportResult:
     removed: list[str] = field(default_factory=list)
     """Prefixes of the replaced shards whose files were deleted after the commit."""
     tokenizer: dict[str, Any] = field(default_factory=dict)
+    selected: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per language of a top-percent selection: `docs` in the table, `kept` by the selection
+    (before the tokenizer's `min_tokens` drops); the others are not exported, by choice."""
+    plan_digest: str | None = None
 
 
 def _tokenize_partitions(parts_dir: str, shipped: str, tok: TokenizerIdentity, dtype: str,
@@ -117,15 +126,25 @@ def _tokenize_partitions(parts_dir: str, shipped: str, tok: TokenizerIdentity, d
 
 def export_shards(spark: Any, lake_dir: str, out_dir: str, stage: str,
                   cfg: ExportConfig = ExportConfig(), *, input_version: int | None = None,
-                  run: Any = None) -> ExportResult:
+                  run: Any = None, top_percent: Mapping[str, float] | None = None,
+                  plan_digest: str | None = None, whole_stage: bool = False) -> ExportResult:
     """Export `cfg.langs` (default: every known language) of a pinned table version as `stage`.
 
     Without `cfg.langs` the stage's manifest rows are all replaced; with it, only those languages'
-    rows — the stage's other shards and rows stay as they are.
+    rows — the stage's other shards and rows stay as they are — unless `whole_stage`, with which
+    the stage becomes exactly the languages exported (a plan's shard group).
+
+    Args:
+        top_percent: language → p in (0, 100]: of that language only the documents ranked
+            ≤ keep_count(n, p) by `quality.rank.ranks_within_language` (n: its documents in the table
+            version) are exported; languages not named are exported whole.
+        plan_digest: recorded in every manifest row this export writes.
 
     Raises:
-        ConfigError: a bad stage name, a selected language without documents in the table, or a
-            partial export with another tokenizer than the stage's other shards.
+        ConfigError: a bad stage name, a selected language without documents in the table, a
+            partial export with another tokenizer than the stage's other shards, or a top-percent
+            selection that is out of range, names a language not exported or without any scored
+            document, or is asked of a table without `quality_score`.
         InputError: nothing to export (no documents, or none with `min_tokens` tokens). In every
             error case no shard file and no manifest row has changed.
         TableConflictError: another export committed the manifest meanwhile; nothing committed.
@@ -140,24 +159,33 @@ def export_shards(spark: Any, lake_dir: str, out_dir: str, stage: str,
     where = f"{table} v{source.version}"
     counts = {r.lang: r["count"] for r in source.df.groupBy("lang").count().collect()}  # one row per language
     langs = select_langs(cfg.langs, counts, where)
-    replacing = set(langs) if cfg.langs else None
+    selection = _check_selection(top_percent, langs, source.df, where)
+    replacing = set(langs) if cfg.langs and not whole_stage else None
     base, old_rows = read_manifest(lake_dir)
     _check_stage_tokenizer(old_rows, stage, replacing, tok)
     dtype = token_dtype(max(tok.vocab_size, tok.eod_id + 1))
     stage_dir = Path(out_dir).expanduser().resolve() / stage
     stage_dir.mkdir(parents=True, exist_ok=True)
-    result = ExportResult(stage, table, source.version, str(stage_dir), tokenizer=tok.as_dict())
+    result = ExportResult(stage, table, source.version, str(stage_dir), tokenizer=tok.as_dict(),
+                          plan_digest=plan_digest)
     # Unknown-language text is not training data: counted as dropped unless asked for.
     result.dropped = 0 if cfg.langs else sum(n for lang, n in counts.items() if lang not in langs)
     work = stage_dir / f"_tmp-{uuid.uuid4().hex}"
     (work / "parts").mkdir(parents=True)
+    cached: list[Any] = []
     try:
-        merged = _tokenize_and_merge(spark, source.df, langs, work, tok, dtype, cfg, result)
+        df = source.df
+        if selection:
+            df, ranks = _select_top(spark, df, selection, counts)
+            cached.append(ranks)
+            result.selected = {lang: {"docs": counts[lang], "kept": keep_count(counts[lang], p)}
+                               for lang, p in sorted(selection.items())}
+        merged = _tokenize_and_merge(spark, df, langs, work, tok, dtype, cfg, result)
         if not merged:
             raise InputError(f"{where}: none of the {sum(counts.get(x, 0) for x in langs)} documents of "
                              f"{', '.join(langs)} has {cfg.min_tokens} or more tokens; nothing was exported "
                              "and no shard was changed")
-        new_rows = [_place(lang, files, stage_dir, stage, table, source.version, tok, dtype.name)
+        new_rows = [_place(lang, files, stage_dir, stage, table, source.version, tok, dtype.name, plan_digest)
                     for lang, files in sorted(merged.items())]
         rows, gone = replace_rows(old_rows, stage, replacing, new_rows)
         meta = {"job": "export_shards", "stage": stage, "langs": ",".join(langs),
@@ -174,8 +202,56 @@ def export_shards(spark: Any, lake_dir: str, out_dir: str, stage: str,
         for row in new_rows:
             result.shards[row["lang"]] = {k: row[k] for k in ("prefix", "docs", "tokens", "checksum", "idx_checksum")}
     finally:
+        for frame in cached:
+            frame.unpersist()
         shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def _check_selection(top_percent: Mapping[str, float] | None, langs: list[str], df: Any,
+                     where: str) -> dict[str, float]:
+    """The selection with table codes (`th` → `tha`), checked before any work is done."""
+    if not top_percent:
+        return {}
+    if "quality_score" not in df.columns:
+        raise ConfigError(f"a top-percent selection needs quality scores, but {where} has no quality_score "
+                          "column; export docs_scored (written by score_quality)")
+    selection: dict[str, float] = {}
+    problems = []
+    for given, percent in top_percent.items():
+        code = normalize_lang(given)
+        if isinstance(percent, bool) or not isinstance(percent, int | float) or not 0 < percent <= 100:
+            problems.append(f"{given}: the percent must be a number in (0, 100], got {percent!r}")
+        elif code not in langs:
+            problems.append(f"{given}: not among the languages exported ({', '.join(langs)})")
+        else:
+            selection[code] = percent
+    if problems:
+        raise ConfigError(f"top_percent for {where}: " + "; ".join(problems) + "; no shard was changed")
+    from pyspark.sql import functions as F
+
+    scored = {r.lang for r in df.where(F.col("lang").isin(sorted(selection)) & F.col("quality_score").isNotNull())
+              .select("lang").distinct().collect()}
+    unscored = sorted(set(selection) - scored)
+    if unscored:
+        raise ConfigError(f"top_percent for {where}: {', '.join(unscored)} {'has' if len(unscored) == 1 else 'have'} "
+                          "no scored document, so a top-percent selection would be arbitrary; export "
+                          "it whole or score it first; no shard was changed")
+    return selection
+
+
+def _select_top(spark: Any, df: Any, selection: Mapping[str, float], counts: Mapping[str, int]) -> tuple[Any, Any]:
+    """(the documents kept, the persisted ranks to release after use): languages of `selection`
+    keep ranks ≤ keep_count(n, p); other languages pass whole."""
+    from pyspark.sql import functions as F
+
+    ranks = ranks_within_language(spark, df.where(F.col("lang").isin(sorted(selection))))
+    keep = F.broadcast(spark.createDataFrame(
+        [(lang, keep_count(counts[lang], p)) for lang, p in sorted(selection.items())], "lang string, _keep long"))
+    kept = (df.join(ranks, "doc_id", "left").join(keep, "lang", "left")
+            .where(F.col("_keep").isNull() | (F.col("_rank") <= F.col("_keep")))
+            .drop("_rank", "_keep"))
+    return kept, ranks
 
 
 def select_langs(requested: tuple[str, ...], counts: dict[str, int], where: str) -> list[str]:
@@ -259,7 +335,7 @@ def _tokenize_and_merge(spark: Any, df: Any, langs: list[str], work: Path, tok: 
 
 
 def _place(lang: str, files: dict[str, Any], stage_dir: Path, stage: str, table: str, version: int,
-           tok: TokenizerIdentity, dtype: str) -> dict[str, Any]:
+           tok: TokenizerIdentity, dtype: str, plan_digest: str | None = None) -> dict[str, Any]:
     """Move a merged shard into the stage folder under its content name; its manifest row.
 
     An atomic rename each: the name is new unless a shard of identical bytes is already there, so
@@ -272,4 +348,4 @@ def _place(lang: str, files: dict[str, Any], stage_dir: Path, stage: str, table:
             "checksum": files["checksum"], "idx_checksum": files["idx_checksum"], "source_table": table,
             "source_version": version, "tokenizer": tok.name, "tokenizer_digest": tok.digest,
             "tokenizer_revision": tok.revision, "vocab_size": tok.vocab_size, "eod_id": tok.eod_id,
-            "dtype": dtype}
+            "dtype": dtype, "plan_digest": plan_digest}
