@@ -14,6 +14,13 @@ from typing import Any
 from data_engine.errors import ConfigError
 from data_engine.tokenizer import identity, tokenizer_dir
 
+#: Qwen2's padding token for training. Its Hugging Face config pads with `<|endoftext|>`, the
+#: end-of-document token; Megatron's GPTDataset masks the loss wherever the label is the pad id and
+#: writes 0 into the input there, so with pad = EOD every document boundary would be a hole: never
+#: predicted, and read as token 0 (a "!") by the next document. `<|fim_pad|>` (151662) is a
+#: special token that plain text never produces.
+PAD_TOKEN = "<|fim_pad|>"
+
 
 def build_tokenizer(name: str = "qwen2.5", *, vocab_size: int) -> Any:
     """A NeMo `AutoTokenizer` for `name` (see `data_engine.tokenizer.tokenizer_dir`).
@@ -29,11 +36,14 @@ def build_tokenizer(name: str = "qwen2.5", *, vocab_size: int) -> Any:
     from nemo.collections.common.tokenizers import AutoTokenizer
 
     want = identity(name)
-    tok = AutoTokenizer(str(tokenizer_dir(name)), use_fast=True)
+    tok = AutoTokenizer(str(tokenizer_dir(name)), use_fast=True, pad_token=PAD_TOKEN)
     if tok.eod != want.eod_id:
         # Megatron's GPTDataset and loss masking use `eod`; it must be the id the exporter appended.
         raise ConfigError(f"tokenizer {name!r}: NeMo sees end-of-document id {tok.eod}, the exporter "
                           f"appends {want.eod_id}; fix eos_token in tokenizer_config.json")
+    if tok.pad == tok.eod:
+        raise ConfigError(f"tokenizer {name!r} pads with its end-of-document id {tok.eod}: Megatron would mask "
+                          "every document end out of the loss")
     if tok.vocab_size > vocab_size:
         raise ConfigError(f"tokenizer {name!r} has {tok.vocab_size} tokens, more than "
                           f"model.vocab_size ({vocab_size})")

@@ -132,7 +132,9 @@ for name, ds in (("train", data._train_ds), ("validation", data._validation_ds))
     out["splits"][name] = {
         "prefixes": [d.dataset_path for d in ds.datasets], "weights": [float(w) for w in ds.weights],
         "size": len(ds), "counts": np.bincount(ds.dataset_index, minlength=len(ds.datasets)).tolist(),
-        "samples": [[int(s["dataset_id"]), s["tokens"].tolist()] for s in samples]}
+        "samples": [[int(s["dataset_id"]), s["tokens"].tolist()] for s in samples],
+        "eod_labels": [float(m) for s in samples for lab, m in zip(s["labels"].tolist(), s["loss_mask"].tolist())
+                       if lab == prepared.tokenizer.eod]}
 Path(sys.argv[2]).write_text(json.dumps(out))
 """
 
@@ -213,12 +215,14 @@ def test_the_exported_data_config_loads_in_nemo_pretraining_data_module(plan_exp
             assert abs(got["counts"][k] - w * got["size"]) <= 1.5
         for k, prefix in enumerate(prefixes):  # every sample of shard k is made of that shard's tokens
             ds = IndexedDataset(prefix)
-            # Megatron writes 0 for its pad id in the input, and NeMo's Qwen tokenizer pads with EOD
-            vocab = {0 if t == QWEN_EOD_ID else t for i in range(len(ds)) for t in ds[i].tolist()}
+            vocab = {t for i in range(len(ds)) for t in ds[i].tolist()}  # EOD included: it is not the pad
             assert ds.sequence_lengths.sum() == rows[prefix]["tokens"]
             for dataset_id, tokens in got["samples"]:
                 if dataset_id == k:
                     assert set(tokens) <= vocab
+        # Document ends are learned: EOD is a label with loss (the pad is not EOD), and stays EOD in the input.
+        assert got["eod_labels"] and all(m == 1.0 for m in got["eod_labels"])
+        assert any(QWEN_EOD_ID in tokens for _, tokens in got["samples"])
     # the hq shards hold the top half by score; their tokens are the tokenizer's ids of those texts
     hq_tha = prefixes[STAGE2.index(("tha", "hq", "stage2-hq/tha", 0.5))]
     top = sorted((r for r in plan_export["rows"] if r[1] == "tha"), key=lambda r: (-r[3], r[0]))[:15]
