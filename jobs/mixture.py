@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from data_engine.mixture.budget import parse_tokens
+
 SWEEP_JSON = "sweep.json"
 FIT_DIR = "fit"
 
@@ -37,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", required=True, help="sweep directory (sweep.json, fit/); rerun to resume")
     sweep.add_argument("--stage", help="shard stage the proxies train on (default: mixture.sweep.stage, 'proxy')")
     sweep.add_argument("--runs", type=int, help="number of proxy runs (default: mixture.runs)")
-    sweep.add_argument("--budget-stage1", type=int, help="planned stage-1 tokens (the epoch caps)")
+    sweep.add_argument("--budget-stage1", type=parse_tokens, help="planned stage-1 tokens (the epoch caps)")
     sweep.add_argument("--preset", choices=("tiny", "regmix"), help="proxy size (default: mixture.sweep.preset)")
     sweep.add_argument("--workers", type=int, help="proxies trained at once (default: mixture.sweep.workers)")
     sweep.add_argument("--seed", type=int, help="sampler seed (default: mixture.sampler.seed)")

@@ -16,13 +16,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from data_engine.mixture.budget import parse_tokens
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="plan", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mixture", required=True, help="mixture.yaml written by `sailyard mixture search`")
-    p.add_argument("--budget-stage1", type=int, help="stage-1 tokens (default: mixture.budget_stage1)")
-    p.add_argument("--budget-stage2", type=int, help="stage-2 tokens (default: mixture.budget_stage2)")
+    p.add_argument("--budget-stage1", type=parse_tokens, help="stage-1 tokens (default: mixture.budget_stage1)")
+    p.add_argument("--budget-stage2", type=parse_tokens, help="stage-2 tokens (default: mixture.budget_stage2)")
     p.add_argument("--out", required=True, help="plan.yaml to write")
     p.add_argument("--lake", help="lake root (default: the lake the mixture was searched on)")
     p.add_argument("--config", help="YAML with a 'mixture:' section (its 'plan:' part)")

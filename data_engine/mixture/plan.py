@@ -132,8 +132,10 @@ def make_plan(lake: str, mixture: Mapping[str, float], budget_stage1: int, budge
     stage2.sort(key=lambda e: (e["kind"], e["lang"]))
     for e in stage1 + stage2:
         if e.get("epochs_total", e["epochs"]) > cfg.max_epochs * (1 - 1e-6):
+            why = (" (a low-resource language takes all its cap allows)"
+                   if e["kind"] == "hq" and e["lang"] not in w1 else "")
             warnings.append(f"{e['kind']} {e['lang']}: at the cap of {cfg.max_epochs:g} epochs "
-                            f"({e['tokens_available']:,} tokens available)")
+                            f"({e['tokens_available']:,} tokens available){why}")
     hq_langs = sorted(e["lang"] for e in stage2 if e["kind"] == "hq")
     doc: dict[str, Any] = {
         "lake": str(lake),

@@ -125,3 +125,15 @@ def test_plan_file_digest_round_trip(lake, tmp_path):
     doc["stages"]["stage1"]["blend"][0]["weight"] += 0.01
     assert plan_digest(doc) != plan["plan_digest"]
     assert make_plan(lake, MIXTURE, 2_000_000, 400_000)["plan_digest"] == plan["plan_digest"]  # deterministic
+
+
+def test_budgets_are_read_as_people_write_them():
+    import argparse
+
+    from data_engine.mixture.budget import parse_tokens
+
+    assert [parse_tokens(x) for x in ("400000", "400e9", "400B", "1.5T", "20M", "1_000")] == [
+        400_000, 400 * 10**9, 400 * 10**9, 1_500 * 10**9, 20 * 10**6, 1000]
+    for bad in ("x", "0", "1.5", "-3", "2.5k7"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_tokens(bad)
