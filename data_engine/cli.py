@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mixture": ("jobs.mixture", "RegMix-style mixture study: sweep (proxies), fit, search → mixture.yaml"),
     "plan": ("jobs.plan", "mixture.yaml + budgets → plan.yaml (both training stages)"),
     "export-shards": ("jobs.export_shards", "a table → Megatron shards + shard_manifest (or every shard of a plan)"),
+    "expand": ("jobs.expand", "LlamaPro block expansion of a Hugging Face Qwen2/Llama checkpoint"),
     "train": ("trainer.pretrain", "NeMo pretraining on exported shards"),
     "report": ("jobs.report", "per-stage, per-language counts of a lake"),
     "vacuum": ("jobs.vacuum", "delete files no table version needs (and dead writers' leftovers)"),
