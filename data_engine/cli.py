@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("jobs.plan", "mixture.yaml + budgets → plan.yaml (both training stages)"),
     "export-shards": ("jobs.export_shards", "a table → Megatron shards + shard_manifest (or every shard of a plan)"),
     "expand": ("jobs.expand", "LlamaPro block expansion of a Hugging Face Qwen2/Llama checkpoint"),
+    "import-hf": ("jobs.import_hf", "a Hugging Face Qwen2 checkpoint → a NeMo checkpoint (every tensor accounted for)"),
+    "export-hf": ("jobs.export_hf", "a NeMo checkpoint → a Hugging Face Qwen2 checkpoint"),
     "train": ("trainer.pretrain", "NeMo pretraining on exported shards"),
     "report": ("jobs.report", "per-stage, per-language counts of a lake"),
     "vacuum": ("jobs.vacuum", "delete files no table version needs (and dead writers' leftovers)"),
