@@ -6,7 +6,11 @@ rate or a language weight would otherwise train the wrong model for days. All pr
 are reported together in one `ConfigError`, so a config is fixed in one edit, not one per launch.
 
 Defaults are the tiny CPU model used by tests and the demo; the Sailor2 values they stand in for
-are noted beside each field.
+are noted beside each field. `preset: <name>` starts from a named set-up instead (`trainer.presets`:
+the Sailor2 1B/8B/20B sizes with their batch, schedule and parallelism), every other key
+overriding it. `validate` refuses parallelism that cannot work (sizes that do not divide, a
+global batch that is no multiple of micro-batch × data-parallel size, …) before any process
+starts; what a config asks of the machine (GPUs) is checked where it runs (`machine_problems`).
 """
 
 from __future__ import annotations
@@ -81,9 +85,48 @@ class ScheduleArgs:
 
 
 @dataclass(frozen=True)
+class ParallelArgs:
+    """How one run spreads over devices (Megatron's tensor, pipeline, context and data parallelism).
+
+    The data-parallel size is what remains: devices_per_node · nodes / (tensor · pipeline · context).
+    The defaults are one device, which is what the tiny CPU model uses; `trainer.presets` gives the
+    Sailor2 sizes theirs. On a CPU only one device, fp32 and the plain optimizer exist: `auto`
+    precision and an unset distributed optimizer pick those there and bf16 / the distributed
+    optimizer on a GPU (what the trainer did before this section existed); set explicitly, the
+    GPU-only ones are refused on a CPU (`machine_problems`).
+    """
+
+    devices_per_node: int = 1  # GPUs per node (one training process each); Sailor2: 8
+    nodes: int = 1
+    tensor_parallel: int = 1  # splits every layer's matrices; must divide heads and query groups
+    pipeline_parallel: int = 1  # splits the layers into stages; must divide num_layers
+    context_parallel: int = 1  # splits each sequence; needs transformer_engine (GPU)
+    sequence_parallel: bool = False  # shards norms/dropout activations over the TP ranks (TP > 1)
+    recompute: Literal["none", "selective", "full"] = "none"  # activation recomputation; Sailor2-20B: selective
+    distributed_optimizer: bool | None = None  # shard optimizer state over data parallel; None: on GPU
+    precision: Literal["auto", "fp32", "bf16-mixed", "16-mixed"] = "auto"  # auto: bf16-mixed on GPU, fp32 on CPU
+
+    @property
+    def world_size(self) -> int:
+        return self.devices_per_node * self.nodes
+
+    @property
+    def model_parallel(self) -> int:
+        """Devices holding one copy of the model."""
+        return self.tensor_parallel * self.pipeline_parallel * self.context_parallel
+
+    @property
+    def data_parallel(self) -> int:
+        return self.world_size // self.model_parallel
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """One training run: model, data, schedule, and where its outputs go."""
 
+    # A named starting point (`trainer.presets`: tiny, sailor2-1b, sailor2-8b, sailor2-20b); every
+    # field given beside it overrides the preset's value. Recorded so a run says where it came from.
+    preset: str | None = None
     name: str = "tiny"  # names the checkpoint folder; a rerun under the same name resumes there
     work_dir: Path = Path("work")  # checkpoints, MLflow store (unless MLFLOW_TRACKING_URI), caches
     checkpoint_dir: Path | None = None  # None: <work_dir>/checkpoints/<name>
@@ -98,6 +141,7 @@ class TrainConfig:
     model: ModelArgs = field(default_factory=ModelArgs)
     data: DataArgs = field(default_factory=DataArgs)
     schedule: ScheduleArgs = field(default_factory=ScheduleArgs)
+    parallel: ParallelArgs = field(default_factory=ParallelArgs)
 
     def __post_init__(self) -> None:
         # Relative paths resolve once, against the current directory, so a later chdir (by a
@@ -117,45 +161,47 @@ class TrainConfig:
         return self.checkpoint_dir or self.work_dir / "checkpoints" / self.name
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> TrainConfig:
+    def from_yaml(cls, path: str | Path, *, local_files: bool = True) -> TrainConfig:
         """Load and validate a YAML config; a top-level `train:` section is used if present.
+
+        `local_files=False` skips checking that files named in the config exist here (a config
+        submitted to a cluster names files on the cluster).
 
         Raises:
             ConfigError: the file is unreadable, has unknown keys or wrong types, or fails
                 `validate()`; the message lists every problem found.
         """
-        path = Path(path)
-        try:
-            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
-        if isinstance(doc, Mapping) and "train" in doc:
-            doc, where = doc["train"], "train"
-        else:
-            where = ""
-        return cls.from_dict(doc if doc is not None else {}, where=where, source=str(path))
+        doc, where = read_section(path, "train")
+        return cls.from_dict(doc if doc is not None else {}, where=where, source=str(path), local_files=local_files)
 
     @classmethod
-    def from_dict(cls, doc: Any, *, where: str = "", source: str = "config") -> TrainConfig:
-        """Build from plain data (parsed YAML), checking keys and types; then `validate()`."""
+    def from_dict(cls, doc: Any, *, where: str = "", source: str = "config", local_files: bool = True) -> TrainConfig:
+        """Build from plain data (parsed YAML), checking keys and types; then `validate()`.
+
+        A `preset` key starts from that preset's values (`trainer.presets`); the other keys override
+        them, section by section.
+        """
         problems: list[str] = []
-        cfg = build(cls, doc, where, problems)
+        cfg = build(cls, _apply_preset(doc, where, problems), where, problems)
         if problems:
             raise ConfigError(report(source, problems))
         assert isinstance(cfg, TrainConfig)
-        cfg.validate(source=source)
+        cfg.validate(source=source, local_files=local_files)
         return cfg
 
-    def validate(self, *, source: str = "config") -> None:
-        """Check the values against each other.
+    def validate(self, *, source: str = "config", local_files: bool = True) -> None:
+        """Check the values against each other (machine-independent; see `machine_problems`).
 
         Raises:
             ConfigError: listing every problem, one per line.
         """
-        problems = [*_check_model(self.model), *_check_data(self.data, self.model),
-                    *_check_schedule(self.schedule)]
+        problems = [*_check_model(self.model), *_check_data(self.data, self.model, local_files=local_files),
+                    *_check_schedule(self.schedule), *_check_parallel(self.parallel, self.model, self.data)]
+        if self.preset is not None:
+            from trainer.presets import PRESETS
+
+            if self.preset not in PRESETS:
+                problems.append(f"preset: unknown preset {self.preset!r} (known: {', '.join(PRESETS)})")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
             problems.append(f"name: {self.name!r} must be a plain folder name (letters, digits, . _ -)")
         for key in ("seed", "val_check_interval", "log_every_n_steps"):
@@ -166,7 +212,7 @@ class TrainConfig:
         if self.limit_val_batches < 0:
             problems.append(f"limit_val_batches: must be 0 (no validation) or more, "
                             f"got {self.limit_val_batches}")
-        if self.restore_from is not None and not self.restore_from.is_dir():
+        if local_files and self.restore_from is not None and not self.restore_from.is_dir():
             problems.append(f"restore_from: no checkpoint directory at {self.restore_from}")
         if problems:
             raise ConfigError(report(source, problems))
@@ -194,7 +240,7 @@ def _check_model(m: ModelArgs) -> list[str]:
     return problems
 
 
-def _check_data(d: DataArgs, m: ModelArgs) -> list[str]:
+def _check_data(d: DataArgs, m: ModelArgs, *, local_files: bool = True) -> list[str]:
     problems = []
     if not d.stage:
         problems.append("data.stage: must not be empty")
@@ -206,7 +252,7 @@ def _check_data(d: DataArgs, m: ModelArgs) -> list[str]:
     if d.paths_file is not None:
         if d.weights is not None:
             problems.append("data.weights: must be null with data.paths_file, whose paths carry the weights")
-        if not Path(d.paths_file).is_file():
+        if local_files and not Path(d.paths_file).is_file():
             problems.append(f"data.paths_file: no data config at {d.paths_file} (export_shards --plan writes "
                             "<out>/<stage>.data.yaml)")
     for key in ("seq_length", "micro_batch_size", "global_batch_size"):
@@ -250,6 +296,107 @@ def _check_schedule(s: ScheduleArgs) -> list[str]:
         problems.append(f"schedule.clip_grad: must be 0 (off) or more, got {s.clip_grad}")
     return problems
 
+
+
+def _check_parallel(p: ParallelArgs, m: ModelArgs, d: DataArgs) -> list[str]:
+    """What Megatron would refuse, or get wrong, only once every process had started."""
+    sizes = ("devices_per_node", "nodes", "tensor_parallel", "pipeline_parallel", "context_parallel")
+    problems = [f"parallel.{key}: must be positive, got {getattr(p, key)}" for key in sizes if getattr(p, key) <= 0]
+    if problems:
+        return problems
+    tp, pp, cp = p.tensor_parallel, p.pipeline_parallel, p.context_parallel
+    if p.world_size % p.model_parallel:
+        problems.append(f"parallel: devices_per_node × nodes = {p.devices_per_node} × {p.nodes} = {p.world_size} "
+                        f"devices is not divisible by tensor × pipeline × context parallel = "
+                        f"{tp} × {pp} × {cp} = {p.model_parallel}")
+    elif (p.data_parallel > 1 and d.micro_batch_size > 0
+          and d.global_batch_size % (d.micro_batch_size * p.data_parallel)):
+        problems.append(f"data.global_batch_size ({d.global_batch_size}) must be a multiple of "
+                        f"data.micro_batch_size × data-parallel size = {d.micro_batch_size} × {p.data_parallel} = "
+                        f"{d.micro_batch_size * p.data_parallel} (data-parallel size = {p.world_size} devices "
+                        f"/ (TP {tp} × PP {pp} × CP {cp}))")
+    # Each tensor-parallel rank holds whole attention heads, key/value groups and equal slices of the
+    # MLP and of the embedding.
+    for key in ("num_attention_heads", "num_query_groups", "ffn_hidden_size", "vocab_size"):
+        value = getattr(m, key)
+        if value > 0 and value % tp:
+            problems.append(f"model.{key} ({value}) must be divisible by parallel.tensor_parallel ({tp})")
+    if m.num_layers > 0 and m.num_layers % pp:
+        problems.append(f"model.num_layers ({m.num_layers}) must be divisible by parallel.pipeline_parallel ({pp}): "
+                        "Megatron gives every pipeline stage the same number of layers unless told how to split "
+                        "unevenly (num_layers_in_first/last_pipeline_stage), which this config does not set")
+    if p.sequence_parallel and tp == 1:
+        problems.append("parallel.sequence_parallel needs parallel.tensor_parallel > 1 (it shards activations "
+                        "over the tensor-parallel ranks)")
+    if cp > 1 and d.seq_length % (2 * cp):
+        problems.append(f"data.seq_length ({d.seq_length}) must be divisible by 2 × parallel.context_parallel = "
+                        f"{2 * cp} (context parallelism cuts each sequence into 2·CP chunks)")
+    if p.sequence_parallel and tp > 1 and d.seq_length % (tp * cp):
+        problems.append(f"data.seq_length ({d.seq_length}) must be divisible by tensor × context parallel = "
+                        f"{tp * cp} with parallel.sequence_parallel (each rank holds an equal slice of the sequence)")
+    return problems
+
+
+def machine_problems(p: ParallelArgs, *, gpu: bool) -> list[str]:
+    """What `p` asks of the machine that this one cannot do; empty on a GPU machine.
+
+    Kept apart from `TrainConfig.validate` because a config is checked where it is written (a laptop
+    submitting to a cluster), and the machine only where it runs.
+    """
+    if gpu:
+        return []
+    problems = []
+    if p.world_size > 1:
+        problems.append(f"parallel: {p.world_size} devices (devices_per_node × nodes) need GPUs; on a CPU train "
+                        "on one device (devices_per_node: 1, nodes: 1)")
+    if p.precision in ("bf16-mixed", "16-mixed"):
+        problems.append(f"parallel.precision: {p.precision} is GPU only; on a CPU use fp32 (or auto)")
+    if p.distributed_optimizer:
+        problems.append("parallel.distributed_optimizer: Megatron's distributed optimizer is GPU only; on a CPU "
+                        "set it false (or null)")
+    return problems
+
+
+def read_section(path: str | Path, section: str) -> tuple[Any, str]:
+    """The `section:` part of a YAML file and its name, or the whole file (and "") if it has none.
+
+    Raises:
+        ConfigError: the file is unreadable or not YAML.
+    """
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+    if isinstance(doc, Mapping) and section in doc:
+        return doc[section], section
+    return doc, ""
+
+
+#: The fields holding a nested section: a preset's values there are overridden key by key.
+SECTIONS = ("model", "data", "schedule", "parallel")
+
+
+def _apply_preset(doc: Any, where: str, problems: list[str]) -> Any:
+    """`doc` laid over its preset's values (`doc` itself when it names none)."""
+    if not isinstance(doc, Mapping) or doc.get("preset") is None:
+        return doc
+    from trainer.presets import PRESETS, preset_doc  # presets are built from this module's classes
+
+    name = doc["preset"]
+    if not isinstance(name, str) or name not in PRESETS:
+        problems.append(f"{where + '.' if where else ''}preset: unknown preset {name!r} "
+                        f"(known: {', '.join(PRESETS)})")
+        return {k: v for k, v in doc.items() if k != "preset"}
+    merged = preset_doc(name)
+    for key, value in doc.items():
+        if key in SECTIONS and isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
 
 
 def _plain(obj: Any) -> Any:

@@ -1,6 +1,7 @@
 """Pretrain a Qwen2 model with NeMo 2 on the lake's Megatron shards.
 
     python -m trainer.pretrain --config configs/train_tiny.yaml [--max-steps N] [--work-dir DIR]
+    python -m trainer.pretrain --config Y --launch [--dry-run]    (NeMo-Run: see trainer.launch)
 
 The run reads in the order it happens:
 
@@ -33,10 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from data_engine import tracking
+from data_engine.config import report
 from data_engine.errors import ConfigError
 from data_engine.jobrun import run_job
 from data_engine.tables import SHARD_MANIFEST
-from trainer.config import TrainConfig
+from trainer.config import ParallelArgs, TrainConfig, machine_problems
 from trainer.data import Blend, blend_from_data_config, blend_from_manifest
 
 JOB = "train"
@@ -133,8 +135,16 @@ def resolve_checkpoint(path: Path) -> Path:
 
 
 def build_recipe(cfg: TrainConfig, blend: Blend, *, gpu: bool) -> Recipe:
-    """Translate the config into NeMo's arguments. Pure: reads nothing, imports no NeMo."""
-    m, d, s = cfg.model, cfg.data, cfg.schedule
+    """Translate the config into NeMo's arguments. Pure: reads nothing, imports no NeMo.
+
+    Raises:
+        ConfigError: the config's parallelism asks for what this machine lacks (`gpu=False` and
+            several devices, bf16 or the distributed optimizer), every problem listed.
+    """
+    m, d, s, par = cfg.model, cfg.data, cfg.schedule, cfg.parallel
+    problems = machine_problems(par, gpu=gpu)
+    if problems:
+        raise ConfigError(report(f"config on this {'GPU' if gpu else 'CPU'} machine", problems))
     # Lightning refuses an interval longer than the run; a short run (--max-steps 3, say) still
     # validates and checkpoints once, at its end.
     val_every = min(cfg.val_check_interval, s.max_steps)
@@ -143,6 +153,7 @@ def build_recipe(cfg: TrainConfig, blend: Blend, *, gpu: bool) -> Recipe:
         num_attention_heads=m.num_attention_heads, num_query_groups=m.num_query_groups,
         seq_length=m.seq_length, vocab_size=m.vocab_size,
         share_embeddings_and_output_weights=m.tie_embeddings,
+        **RECOMPUTE[par.recompute],
     )
     if not gpu:
         # The fused kernels are CUDA-only; weights are initialised on the host.
@@ -163,7 +174,7 @@ def build_recipe(cfg: TrainConfig, blend: Blend, *, gpu: bool) -> Recipe:
         optimizer="adam", lr=s.lr, min_lr=s.min_lr, weight_decay=s.weight_decay,
         adam_beta1=0.9, adam_beta2=0.95, adam_eps=1e-8, clip_grad=s.clip_grad,
         # Megatron's distributed optimizer shards state over data-parallel GPUs; it needs CUDA.
-        use_distributed_optimizer=gpu,
+        use_distributed_optimizer=gpu if par.distributed_optimizer is None else par.distributed_optimizer,
     )
     hold_ratio = s.hold_ratio
     if s.warmup_ratio + s.hold_ratio >= 1:
@@ -174,12 +185,14 @@ def build_recipe(cfg: TrainConfig, blend: Blend, *, gpu: bool) -> Recipe:
     scheduler = dict(warmup_ratio=s.warmup_ratio, hold_ratio=hold_ratio, max_steps=s.max_steps,
                      decay_schedule=s.decay, min_lr=s.min_lr)
     strategy = dict(
-        tensor_model_parallel_size=1, pipeline_model_parallel_size=1, context_parallel_size=1,
-        sequence_parallel=False, ckpt_async_save=False, ckpt_parallel_load=gpu,
+        tensor_model_parallel_size=par.tensor_parallel, pipeline_model_parallel_size=par.pipeline_parallel,
+        context_parallel_size=par.context_parallel, sequence_parallel=par.sequence_parallel,
+        ckpt_async_save=False, ckpt_parallel_load=gpu,
         process_group_backend="nccl" if gpu else "gloo",
     )
     trainer = dict(
-        accelerator="gpu" if gpu else "cpu", devices=1, num_nodes=1, max_steps=s.max_steps,
+        accelerator="gpu" if gpu else "cpu", devices=par.devices_per_node, num_nodes=par.nodes,
+        max_steps=s.max_steps,
         val_check_interval=val_every, limit_val_batches=cfg.limit_val_batches,
         limit_test_batches=0, log_every_n_steps=cfg.log_every_n_steps, num_sanity_val_steps=0,
         use_distributed_sampler=False,  # Megatron's sampler shards the data
@@ -205,8 +218,24 @@ def build_recipe(cfg: TrainConfig, blend: Blend, *, gpu: bool) -> Recipe:
                         if cfg.restore_from else None),
     )
     return Recipe(model=model, data=data, optimizer=optimizer, scheduler=scheduler, strategy=strategy,
-                  precision="bf16-mixed" if gpu else "32", trainer=trainer, checkpoint=checkpoint,
+                  precision=precision(par, gpu=gpu), trainer=trainer, checkpoint=checkpoint,
                   log_dir=cfg.work_dir / "logs" / cfg.name, seed=cfg.seed, resume=resume)
+
+
+#: Megatron TransformerConfig fields for each `parallel.recompute`: selective recomputes the attention
+#: core (its default module list), full recomputes every layer's input (uniformly, one layer a unit).
+RECOMPUTE: dict[str, dict[str, Any]] = {
+    "none": {},
+    "selective": {"recompute_granularity": "selective"},
+    "full": {"recompute_granularity": "full", "recompute_method": "uniform", "recompute_num_layers": 1},
+}
+
+
+def precision(par: ParallelArgs, *, gpu: bool) -> str:
+    """`nl.MegatronMixedPrecision`'s precision: `auto` is bf16-mixed on a GPU, fp32 on a CPU."""
+    if par.precision == "auto":
+        return "bf16-mixed" if gpu else "32"
+    return "32" if par.precision == "fp32" else par.precision
 
 
 def dataset_surplus(cfg: TrainConfig, blend: Blend, val_every: int) -> float:
@@ -309,12 +338,18 @@ def pretrain(cfg: TrainConfig, *, config_file: Path | None = None) -> dict[str, 
 
 def load_config(args: argparse.Namespace) -> TrainConfig:
     """The YAML config with the command-line overrides applied (then validated again)."""
-    cfg = TrainConfig.from_yaml(args.config)
-    if args.max_steps is not None:
-        cfg = dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule, max_steps=args.max_steps))
-    if args.work_dir is not None:
-        cfg = dataclasses.replace(cfg, work_dir=args.work_dir)
-    cfg.validate(source=f"{args.config} with command-line overrides")
+    return with_overrides(TrainConfig.from_yaml(args.config), max_steps=args.max_steps, work_dir=args.work_dir,
+                          source=f"{args.config} with command-line overrides")
+
+
+def with_overrides(cfg: TrainConfig, *, max_steps: int | None = None, work_dir: Path | None = None,
+                   source: str = "config with command-line overrides", local_files: bool = True) -> TrainConfig:
+    """`cfg` with the command line's `--max-steps` / `--work-dir` (when given), validated again."""
+    if max_steps is not None:
+        cfg = dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule, max_steps=max_steps))
+    if work_dir is not None:
+        cfg = dataclasses.replace(cfg, work_dir=work_dir)
+    cfg.validate(source=source, local_files=local_files)
     return cfg
 
 
@@ -343,9 +378,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="YAML file; its `train:` section is used when it has one")
     parser.add_argument("--max-steps", type=int, help="override schedule.max_steps")
     parser.add_argument("--work-dir", type=Path, help="override work_dir (checkpoints, MLflow, logs)")
+    parser.add_argument("--launch", action="store_true",
+                        help="submit the run with NeMo-Run as the config's `launch:` section says (local or "
+                             "Slurm) instead of training in this process")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print what --launch would submit (the sbatch script or the local command) and "
+                             "submit nothing")
     args = parser.parse_args(argv)
 
     def work() -> dict[str, Any]:
+        if args.launch or args.dry_run:
+            from trainer.launch import launch_file
+
+            return launch_file(args.config, dry_run=args.dry_run, max_steps=args.max_steps, work_dir=args.work_dir)
         with stdout_to_stderr():
             return pretrain(load_config(args), config_file=args.config)
 

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from data_engine.errors import ConfigError
-from trainer.config import DataArgs, ModelArgs, ScheduleArgs, TrainConfig
+from trainer.config import DataArgs, ModelArgs, ParallelArgs, ScheduleArgs, TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "train_tiny.yaml"
@@ -36,6 +36,8 @@ def test_tiny_yaml_mirrors_the_dataclasses_and_their_defaults(monkeypatch: pytes
     cfg = TrainConfig.from_yaml(TINY)
     assert cfg.model == ModelArgs()
     assert cfg.schedule == ScheduleArgs()
+    assert cfg.parallel == ParallelArgs()  # one device; fp32 and no distributed optimizer on a CPU
+    assert cfg.preset == "tiny"
     # The demo's few hundred documents per language need a larger validation share than the default.
     assert cfg.data == DataArgs(lake=REPO / "work" / "lake", split="90,10,0")
     assert cfg.work_dir == REPO / "work"

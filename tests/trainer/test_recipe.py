@@ -42,6 +42,12 @@ def test_cpu_recipe(tmp_path: Path) -> None:
     assert recipe.strategy["process_group_backend"] == "gloo"
     assert recipe.strategy["ckpt_async_save"] is False
     assert recipe.trainer["accelerator"] == "cpu"
+    assert (recipe.trainer["devices"], recipe.trainer["num_nodes"]) == (1, 1)
+    assert {k: recipe.strategy[k] for k in ("tensor_model_parallel_size", "pipeline_model_parallel_size",
+                                            "context_parallel_size", "sequence_parallel")} == {
+        "tensor_model_parallel_size": 1, "pipeline_model_parallel_size": 1, "context_parallel_size": 1,
+        "sequence_parallel": False}
+    assert not any(k.startswith("recompute") for k in recipe.model)
     assert recipe.trainer["max_steps"] == recipe.scheduler["max_steps"] == 10
     assert recipe.checkpoint["dirpath"] == str(tmp_path / "work" / "checkpoints" / "tiny")
     assert recipe.checkpoint["save_optim_on_train_end"] is True
