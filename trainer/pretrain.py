@@ -38,6 +38,7 @@ from data_engine.config import report
 from data_engine.errors import ConfigError
 from data_engine.jobrun import run_job
 from data_engine.tables import SHARD_MANIFEST
+from trainer import checkpoints
 from trainer.config import ParallelArgs, TrainConfig, machine_problems
 from trainer.data import Blend, blend_from_data_config, blend_from_manifest
 
@@ -283,6 +284,11 @@ def run(recipe: Recipe, tokenizer: Any, *, mlflow_run_id: str, tracking_uri: str
     log = nl.NeMoLogger(explicit_log_dir=str(recipe.log_dir), ckpt=checkpoint,
                         extra_loggers=[MLFlowLogger(run_id=mlflow_run_id, tracking_uri=tracking_uri)])
     restore = recipe.resume["restore_config"]
+    # A save killed half-way would make NeMo refuse to start; carry on from the newest complete one.
+    repaired = checkpoints.repair(Path(recipe.checkpoint["dirpath"]))
+    for name in repaired.set_aside:
+        print(f"train: checkpoint {name} was not finished (the run was stopped while saving it); set aside "
+              f"under {checkpoints.ASIDE}/", file=sys.stderr, flush=True)
     resume = nl.AutoResume(**{**recipe.resume,
                               "restore_config": nl.RestoreConfig(**restore) if restore else None})
 
