@@ -13,14 +13,21 @@ resumes from. With no complete checkpoint left the run starts from the beginning
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from data_engine.errors import ConfigError
 
 UNFINISHED = "-unfinished"  # NeMo's ModelCheckpoint.UNFINISHED_CHECKPOINT_SUFFIX
 ASIDE = ".unfinished"
+RUN_RECORD = "sailyard_run.json"
+"""What a run's checkpoints were trained on: written at its first start, checked at every resume."""
 _STEP = re.compile(r"step=(\d+)")
 
 
@@ -57,3 +64,42 @@ def repair(checkpoints: Path) -> Repair:
         os.replace(newest, target)
         done.promoted = target.name
     return done
+
+
+def check_identity(checkpoints: Path, identity: Mapping[str, Any]) -> None:
+    """Refuse to resume `checkpoints` on other data or another model than it was started with.
+
+    A rerun under the same name resumes that run's optimizer state and data position; on a
+    re-exported shard set, another blend or another model shape that would silently train a
+    different run than the one the checkpoints belong to. `identity` (the shard manifest digest of
+    the rows used, the blend, the plan digest, the model config, the tokenizer …) is written beside
+    the checkpoints when there is none to resume; afterwards it must match.
+
+    Raises:
+        ConfigError: naming every field that changed, old and new value.
+    """
+    record = checkpoints / RUN_RECORD
+    resumable = checkpoints.is_dir() and any(d.is_dir() and not d.name.startswith(".") for d in checkpoints.iterdir())
+    now = _flat(json.loads(json.dumps(identity, default=str)))
+    if resumable and record.is_file():
+        before = _flat(json.loads(record.read_text(encoding="utf-8")))
+        changed = [f"{k}: {before.get(k)!r} → {now.get(k)!r}" for k in sorted(set(before) | set(now))
+                   if before.get(k) != now.get(k)]
+        if changed:
+            raise ConfigError(f"the checkpoints in {checkpoints} belong to a run on other data or another model; "
+                              f"changed: {'; '.join(changed)}. Give the run a new name (or restore_from its "
+                              "checkpoint for a new stage) instead of resuming it")
+        return
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(identity, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    os.replace(tmp, record)
+
+
+def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): obj}

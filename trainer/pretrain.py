@@ -312,6 +312,7 @@ def pretrain(cfg: TrainConfig, *, config_file: Path | None = None) -> dict[str, 
     prepared = setup(cfg)
     cfg, blend = prepared.cfg, prepared.blend
     recipe = build_recipe(cfg, blend, gpu=prepared.gpu)
+    checkpoints.check_identity(cfg.checkpoints, run_identity(cfg, blend))
     with tracking.start_run(JOB, work_dir=cfg.work_dir, kind=JOB, params=cfg.to_dict()) as mlrun:
         mlrun.table_read(SHARD_MANIFEST, blend.manifest_path, blend.manifest_version)
         mlrun.set_tags({"train.name": cfg.name, "shard_manifest_digest": blend.digest,
@@ -337,6 +338,21 @@ def pretrain(cfg: TrainConfig, *, config_file: Path | None = None) -> dict[str, 
         "tables_read": dict(mlrun.tables_read),
         "mlflow_run_id": mlrun.run_id,
     }
+
+
+def run_identity(cfg: TrainConfig, blend: Blend) -> dict[str, Any]:
+    """What this run's checkpoints are a run of: the data (the shard rows used, their blend, the
+    plan that named them) and the model. A resume must match it (`checkpoints.check_identity`);
+    the schedule may change (a longer `--max-steps` extends a run)."""
+    plan = None
+    if cfg.data.paths_file is not None:
+        import yaml
+
+        doc = yaml.safe_load(Path(cfg.data.paths_file).read_text(encoding="utf-8"))
+        plan = doc.get("plan_digest") if isinstance(doc, dict) else None
+    return {"model": dataclasses.asdict(cfg.model), "shard_manifest_digest": blend.digest,
+            "blend": {lang: round(w, 12) for lang, w in sorted(blend.lang_weights.items())},
+            "plan_digest": plan, "tokenizer": cfg.data.tokenizer, "seq_length": cfg.data.seq_length}
 
 
 # --- command line -------------------------------------------------------------------------------

@@ -140,5 +140,5 @@ def test_rerun_resumes_from_the_runs_last_checkpoint(
     assert summary["steps"] == 5
     client, run = mlflow_run(runs["work"], summary["mlflow_run_id"])
     assert [m.step for m in client.get_metric_history(run.info.run_id, "reduced_train_loss")] == [3, 4]
-    remaining = sorted(p.name for p in (runs["work"] / "checkpoints" / "s2").iterdir())
+    remaining = sorted(p.name for p in (runs["work"] / "checkpoints" / "s2").iterdir() if p.is_dir())
     assert remaining == [Path(summary["checkpoint"]).name]  # keep_checkpoints: 0 keeps only *-last

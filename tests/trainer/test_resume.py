@@ -16,10 +16,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from test_pretrain import REPO, config, launch  # tests/trainer is on sys.path (no packages)
 
-from trainer.checkpoints import ASIDE, UNFINISHED, repair
+from data_engine.errors import ConfigError
+from trainer.checkpoints import ASIDE, RUN_RECORD, UNFINISHED, check_identity, repair
 
 
 def _start(tmp: Path, name: str, cfg: dict) -> subprocess.Popen:
@@ -72,3 +74,39 @@ def test_a_run_killed_while_saving_restarts_unattended_and_finishes(tmp_path: Pa
     assert not list(ckpts.glob(f"*{UNFINISHED}"))
     assert list((ckpts / ASIDE).rglob(f"*{UNFINISHED}"))  # kept as evidence, not deleted
     json.dumps(summary)
+
+
+def test_identity_is_recorded_then_checked(tmp_path: Path):
+    ckpts = tmp_path / "checkpoints"
+    first = {"model": {"hidden_size": 64, "num_layers": 2}, "shard_manifest_digest": "a" * 64}
+    check_identity(ckpts, first)  # nothing to resume: recorded
+    assert json.loads((ckpts / RUN_RECORD).read_text()) == first
+    (ckpts / "r--step=3-last").mkdir()
+    check_identity(ckpts, first)  # the same run: fine
+    with pytest.raises(ConfigError, match=r"model.hidden_size: 64 → 96.*shard_manifest_digest"):
+        check_identity(ckpts, {"model": {"hidden_size": 96, "num_layers": 2}, "shard_manifest_digest": "b" * 64})
+
+
+def test_resuming_a_finished_run_with_another_model_is_refused(tmp_path: Path, shard_lake: Path):
+    work = tmp_path / "work"
+    cfg = config("same", shard_lake, work, stage="stage1", max_steps=2)
+    summary, _ = launch(tmp_path, "same", cfg)
+    assert summary["steps"] == 2
+    record = json.loads((work / "checkpoints" / "same" / RUN_RECORD).read_text())
+    assert record["shard_manifest_digest"] == summary["shard_manifest_digest"]
+    other = dict(cfg, model={**cfg["model"], "hidden_size": 96, "ffn_hidden_size": 192})
+    path = tmp_path / "other.yaml"
+    path.write_text(yaml.safe_dump({"train": other}), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SAILYARD_PARENT_RUN_ID")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-m", "trainer.pretrain", "--config", str(path)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    error = json.loads(proc.stdout.strip().splitlines()[-1])["error"]
+    assert "model.hidden_size: 64 → 96" in error and "ffn_hidden_size" in error
+    # Other data: the manifest digest names it.
+    moved = dict(cfg, data={**cfg["data"], "stage": "stage2"})
+    path.write_text(yaml.safe_dump({"train": moved}), encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "trainer.pretrain", "--config", str(path)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "shard_manifest_digest" in json.loads(proc.stdout.strip().splitlines()[-1])["error"]
