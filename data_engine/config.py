@@ -137,16 +137,25 @@ def _join(where: str, key: Any) -> str:
     return f"{where}.{key}" if where else str(key)
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path, what: str = "config") -> Any:
+    """A YAML file's content. An unreadable file or invalid YAML is a ConfigError naming `what`
+    (config, data config, plan …) and the path: every YAML the jobs are given is read here."""
     import yaml
 
     path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from exc
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    data = read_yaml(path, "config file")
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import yaml
 
-from data_engine.config import build, report
+from data_engine.config import build, read_yaml, report
 from data_engine.errors import ConfigError
 from data_engine.tokenizer import QWEN_PADDED_VOCAB
 
@@ -364,12 +364,7 @@ def read_section(path: str | Path, section: str) -> tuple[Any, str]:
         ConfigError: the file is unreadable or not YAML.
     """
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+    doc = read_yaml(path, "config")
     if isinstance(doc, Mapping) and section in doc:
         return doc[section], section
     return doc, ""

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from data_engine import lake as lake_io
+from data_engine.config import read_yaml
 from data_engine.errors import ConfigError, TableNotFoundError
 from data_engine.export.indexed_dataset import file_checksum, index_info
 from data_engine.export.shards import manifest_digest
@@ -41,6 +40,7 @@ class Blend:
     # sha256 of the manifest rows used (`manifest_digest`): equal to the exporter's digest of the
     # stage when every language of it is used, so training and export runs can be matched up.
     digest: str
+    plan_digest: str | None = None  # the plan a data config was exported for (`export_shards --plan`)
 
 
 def blend_from_manifest(lake: str | Path, stage: str, weights: Mapping[str, float] | None = None, *,
@@ -107,12 +107,7 @@ def blend_from_data_config(lake: str | Path, paths_file: str | Path, tokenizer: 
             weights), a prefix twice or not in the manifest, or a shard failing the file checks.
     """
     path = Path(paths_file)
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read data config {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"data config {path} is not valid YAML: {exc}") from exc
+    doc = read_yaml(path, "data config")
     paths = doc.get("paths") if isinstance(doc, Mapping) else None
     pairs = _weighted_prefixes(paths, path)
     version, rows = _manifest_rows(lake)
@@ -137,7 +132,7 @@ def blend_from_data_config(lake: str | Path, paths_file: str | Path, tokenizer: 
         out += [weight, prefix]
     return Blend(paths=out, lang_weights={lang: raw[lang] / total for lang in sorted(raw)},
                  manifest_path=lake_io.table_path(lake, SHARD_MANIFEST), manifest_version=version,
-                 digest=manifest_digest(used))
+                 digest=manifest_digest(used), plan_digest=doc.get("plan_digest"))
 
 
 def _weighted_prefixes(paths: Any, source: Path) -> list[tuple[float, str]]:

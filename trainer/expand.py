@@ -23,7 +23,6 @@ placement rule and the parameter arithmetic can be used without paying for the i
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -34,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from data_engine.digests import file_digest
 from data_engine.errors import ConfigError
 
 SUPPORTED_MODEL_TYPES = ("qwen2", "llama")
@@ -283,14 +283,6 @@ def _ranges(xs: Sequence[int]) -> str:
     return f"{xs[0]}..{xs[-1]} ({len(xs)})" if xs else "none"
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 class _ShardWriter:
     """Output tensors go to a shard in memory until the next one would pass `max_bytes`; then to disk.
 
@@ -448,7 +440,7 @@ def expand(model_dir: str | Path, to_layers: int, out_dir: str | Path, *,
             parameters_before=before, parameters_after=writer.parameters,
             tied_embeddings=bool(tied_in and not untied), untied=untied, dtypes=tuple(sorted(dtypes)),
             max_window_layers=(cfg.get("max_window_layers"), new_cfg.get("max_window_layers")),
-            input_sha256={name: sha256_file(src / name) for name in inputs},
+            input_sha256={name: file_digest(src / name) for name in inputs},
             shards=tuple(shards), copied_files=tuple(copied),
             source_expansion=json.loads(prior.read_text()) if prior.is_file() else None,
             seconds=round(time.time() - started, 2),

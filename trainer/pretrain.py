@@ -344,15 +344,9 @@ def run_identity(cfg: TrainConfig, blend: Blend) -> dict[str, Any]:
     """What this run's checkpoints are a run of: the data (the shard rows used, their blend, the
     plan that named them) and the model. A resume must match it (`checkpoints.check_identity`);
     the schedule may change (a longer `--max-steps` extends a run)."""
-    plan = None
-    if cfg.data.paths_file is not None:
-        import yaml
-
-        doc = yaml.safe_load(Path(cfg.data.paths_file).read_text(encoding="utf-8"))
-        plan = doc.get("plan_digest") if isinstance(doc, dict) else None
     return {"model": dataclasses.asdict(cfg.model), "shard_manifest_digest": blend.digest,
             "blend": {lang: round(w, 12) for lang, w in sorted(blend.lang_weights.items())},
-            "plan_digest": plan, "tokenizer": cfg.data.tokenizer, "seq_length": cfg.data.seq_length}
+            "plan_digest": blend.plan_digest, "tokenizer": cfg.data.tokenizer, "seq_length": cfg.data.seq_length}
 
 
 # --- command line -------------------------------------------------------------------------------

@@ -16,8 +16,6 @@ exported before it committed, but no data config is written until every group is
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import re
@@ -29,11 +27,13 @@ from typing import Any
 import yaml
 
 from data_engine import lake
+from data_engine.config import read_yaml
 from data_engine.errors import ConfigError, TableNotFoundError
 from data_engine.export.config import ExportConfig
 from data_engine.export.manifest import read_manifest
 from data_engine.export.shards import ExportResult, export_shards
 from data_engine.langs import normalize_lang
+from data_engine.mixture.plan import plan_digest  # the writer's definition: one digest for both sides
 from data_engine.tokenizer import identity
 
 DATA_CONFIG_SUFFIX = ".data.yaml"
@@ -103,13 +103,6 @@ class PlanExportResult:
                 for g, r in sorted(self.exports.items())}
 
 
-def plan_digest(doc: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON of a plan document without its `plan_digest`."""
-    rest = {k: v for k, v in doc.items() if k != "plan_digest"}
-    canonical = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
 def read_plan(path: str | Path) -> Plan:
     """Load and check a plan: its digest names exactly its content, every blend prefix names a
     group and one of its languages, each stage's weights sum to 1.
@@ -119,12 +112,7 @@ def read_plan(path: str | Path) -> Plan:
             the message lists every problem found.
     """
     path = Path(path).expanduser()
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read plan {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"plan {path} is not valid YAML: {exc}") from exc
+    doc = read_yaml(path, "plan")
     if not isinstance(doc, Mapping):
         raise ConfigError(f"plan {path}: expected a mapping with plan_digest, shards and stages")
     recorded, digest = doc.get("plan_digest"), plan_digest(doc)

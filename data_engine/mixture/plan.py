@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from data_engine.digests import file_digest
 from data_engine.errors import ConfigError
 from data_engine.langs import LANGS
 from data_engine.tables import DOCS_CURATED, DOCS_SCORED
@@ -75,10 +76,6 @@ def plan_digest(doc: Mapping[str, Any]) -> str:
     body = {k: v for k, v in doc.items() if k != "plan_digest"}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def make_plan(lake: str, mixture: Mapping[str, float], budget_stage1: int, budget_stage2: int,
@@ -141,7 +138,7 @@ def make_plan(lake: str, mixture: Mapping[str, float], budget_stage1: int, budge
         "lake": str(lake),
         "tokenizer": base.tokenizer,
         "tokenizer_digest": base.tokenizer_digest,
-        "mixture": ({"path": str(Path(mixture_path).resolve()), "digest": file_sha256(mixture_path)}
+        "mixture": ({"path": str(Path(mixture_path).resolve()), "digest": file_digest(mixture_path)}
                     if mixture_path else None),
         "shards": {
             BASE_GROUP: {"table": base.table, "version": base.version,
