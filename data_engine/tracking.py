@@ -275,6 +275,19 @@ def child_runs(work_dir: str | Path, parent_run_id: str) -> list[Any]:
             return runs
 
 
+def find_runs(work_dir: str | Path, tags: Mapping[str, str]) -> list[str]:
+    """Ids of the (not deleted) runs of this work dir's experiment carrying all of `tags`, oldest first."""
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(work_dir)
+    with _store_lock(uri):
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        experiment_id = _experiment_id(client, work_dir)
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = client.search_runs([experiment_id], filter_string=query, order_by=["attributes.start_time ASC"])
+    return [r.info.run_id for r in runs]
+
+
 def write_temp_json(obj: Any, name: str) -> Path:
     """A JSON file in a fresh temp dir, for artifacts that must keep a chosen file name."""
     path = Path(tempfile.mkdtemp(prefix="sailyard-")) / name

@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
             cfg = dataclasses.replace(cfg, work_dir=args.work_dir)
         summary = run_pipeline(cfg, train=not args.no_train,
                                log=lambda msg: print(msg, file=sys.stderr, flush=True))
-        train = summary["jobs"].get("train", {})
+        jobs = summary["jobs"]
+        stages = {int(k.removeprefix("train_stage")): j for k, j in jobs.items() if k.startswith("train_stage")}
+        train = stages[max(stages)] if stages else {}
         print("\n" + summary["report"])
         quality = {lang: {"model": j["model"], "auc": round(j["metrics"]["auc"], 3)}
                    for lang, j in summary["jobs"].get("train_quality", {}).items()}
@@ -59,13 +61,18 @@ def main(argv: list[str] | None = None) -> int:
                     + (" …" if len(s["blend"]) > 8 else ""))
         print(f"\nlake:        {summary['lake']}")
         print(f"shards:      {summary['shards']}")
-        if train:
-            reused = " (already trained on these exact shards; reused)" if train.get("resumed_from") \
-                and train.get("final_train_loss") is None else ""
-            print(f"checkpoint:  {train.get('checkpoint')}{reused}")
+        if "expand" in jobs or "import_hf" in jobs:
+            print(f"base model:  {jobs['base_model']['hf_dir']} → LlamaPro "
+                  f"{jobs.get('expand', {}).get('out', '(not expanded)')} → NeMo {jobs['import_hf']['out']}")
+        for number, stage in sorted(stages.items()):
+            reused = " (already trained on these exact shards; reused)" if stage.get("resumed_from") \
+                and stage.get("final_train_loss") is None else ""
+            print(f"stage {number}:     {stage.get('checkpoint')}{reused}")
             if not reused:
-                print(f"training:    {train.get('steps')} steps, final train loss "
-                      f"{train.get('final_train_loss'):.4f}")
+                print(f"             {stage.get('steps')} steps from {stage.get('restore_from')}, final train loss "
+                      f"{stage.get('final_train_loss'):.4f}")
+        if "export_hf" in jobs:
+            print(f"HF model:    {jobs['export_hf']['out']}")
         print(f"MLflow:      {summary['tracking_uri']}  (run {summary['mlflow_run_id']})")
         print("MLflow UI:   make ui   (or: .venv/bin/sailyard ui --work-dir "
               f"{summary['work_dir']}), then open http://127.0.0.1:5000\n")
@@ -76,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                 "tables": tables, "quality_models": quality,
                 "mixture": (search or {}).get("weights"), "plan": (plan or {}).get("plan"),
                 "mlflow_run_id": summary["mlflow_run_id"], "work_dir": summary["work_dir"],
-                "checkpoint": train.get("checkpoint")}
+                "checkpoint": train.get("checkpoint"), "hf_model": jobs.get("export_hf", {}).get("out")}
 
     from data_engine.jobrun import run_job
 

@@ -18,7 +18,7 @@ from data_engine.mixture.search import SearchConfig
 from data_engine.quality.config import QualityScoreConfig, QualityTrainConfig
 from jobs import pipeline as pipeline_job
 from trainer.config import TrainConfig
-from trainer.pipeline import PipelineConfig, run_pipeline
+from trainer.pipeline import BaseModelConfig, PipelineConfig, run_pipeline
 
 
 def test_demo_path_reconciles_stage_to_stage_plans_a_mixture_and_trains_on_the_plan(spark, tmp_path, capsys):
@@ -31,7 +31,10 @@ def test_demo_path_reconciles_stage_to_stage_plans_a_mixture_and_trains_on_the_p
     mixture = MixtureConfig(runs=4, sweep={"preset": "tiny", "workers": 2,
                                            "proxy": {"split": "60,40,0", "steps": 8}},
                             search=SearchConfig(samples=2000, top=16), plan=PlanConfig(hq_percent=50))
+    # Stage 2 and the HF export are tested on their own (tests/trainer/test_stages.py); here stage 1 from
+    # the demo's base model: a random 2-layer Qwen2, grown to 3 layers, imported.
     cfg = PipelineConfig(work_dir=str(tmp_path / "work"), sample_docs_per_lang=6, train_config=str(train_yaml),
+                         train_stages=(1,), export_hf=False, base_model=BaseModelConfig(layers=2, expand_to=3),
                          quality=QualityTrainConfig(min_examples=3, epoch=25),
                          score=QualityScoreConfig(keep_percent=60), mixture=mixture, force_mixture_search=True)
     summary = run_pipeline(cfg, train=True, log=lambda _: None)
@@ -84,20 +87,28 @@ def test_demo_path_reconciles_stage_to_stage_plans_a_mixture_and_trains_on_the_p
     children = client.search_runs([client.get_run(summary["mlflow_run_id"]).info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{summary['mlflow_run_id']}'")
     names = ["clean", "count_tokens", "count_tokens", "dedup", "export_shards", "export_shards", "ingest",
-             "mixture_sweep", "score_quality", "train"]
-    assert sorted(r.info.run_name for r in children) == sorted(names + [f"train_quality.{x}" for x in models])
+             "mixture_sweep", "score_quality"]
+    (plan_run,) = [r for r in children if r.data.tags.get("sailyard.kind") == "train-plan"]
+    assert sorted(r.info.run_name for r in children if r is not plan_run) == sorted(
+        names + [f"train_quality.{x}" for x in models])
     (sweep_run,) = [r for r in children if r.info.run_name == "mixture_sweep"]
     nested = client.search_runs([sweep_run.info.experiment_id],
                                 f"tags.mlflow.parentRunId = '{sweep_run.info.run_id}'")
     assert sorted(r.info.run_name for r in nested if not r.info.run_name.startswith("proxy")) == [
         "mixture_fit", "mixture_search", "plan"]
     assert sum(1 for r in nested if r.info.run_name.startswith("proxy")) == 4
-    train = jobs["train"]
+    # Training: LlamaPro 2 → 3 layers, imported, stage 1 from it on the plan's stage-1 shards.
+    assert jobs["expand"]["new_layer_indices"] == [1]
+    train = jobs["train_stage1"]
     assert train["status"] == "ok" and train["steps"] == 10 and train["final_train_loss"] > 0
+    assert train["restored_from"] == jobs["import_hf"]["out"] and train["plan_digest"] == plan["plan_digest"]
     assert train["tables_read"] == {"shard_manifest": export["tables"]["shard_manifest"]}
     assert Path(train["checkpoint"]).is_dir()
-    (train_run,) = [r for r in children if r.info.run_name == "train"]
+    assert plan_run.info.run_id == train["parent_run_id"] and plan_run.data.tags["plan_digest"] == plan["plan_digest"]
+    (train_run,) = client.search_runs([plan_run.info.experiment_id],
+                                      f"tags.mlflow.parentRunId = '{plan_run.info.run_id}'")
     assert train_run.data.tags["shard_manifest_digest"] == export["shard_manifest_digests"]["stage1"]
+    assert train_run.data.tags["expansion.layers"] == "2→3"
     assert len(client.get_metric_history(train_run.info.run_id, "reduced_train_loss")) == 10
     # A second run, through the job's entry point: ingest adds nothing; dedup, classifiers, selection,
     # the sweep (resumed: every proxy already finished), the plan and the export reproduce the same content.

@@ -103,3 +103,84 @@ def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
             out.update(_flat(v, f"{prefix}{k}."))
         return out
     return {prefix.rstrip("."): obj}
+
+
+#: Where a checkpoint's base model is recorded: `sailyard import-hf` writes it beside the weights.
+IMPORT_RECORD = "sailyard_import.json"
+
+
+def lineage(checkpoint: Path) -> dict[str, Any] | None:
+    """Which base model (and LlamaPro expansion) `checkpoint`'s weights descend from, or None.
+
+    An imported checkpoint says it in its import record; a checkpoint a run wrote inherits what its
+    run record says (stage 2 restored from stage 1 knows stage 1's base).
+    """
+    record = checkpoint / IMPORT_RECORD
+    if record.is_file():
+        doc = json.loads(record.read_text(encoding="utf-8"))
+        expansion = doc.get("expansion")
+        return {"base_model": doc.get("source"), "import": str(checkpoint),
+                "expansion": None if expansion is None else {
+                    k: expansion.get(k) for k in ("source", "old_layers", "new_layers", "new_layer_indices",
+                                                  "new_layer_sources", "rule")}}
+    run = checkpoint.parent / RUN_RECORD
+    if run.is_file():
+        return json.loads(run.read_text(encoding="utf-8")).get("lineage")
+    return None
+
+
+#: Beside the checkpoints of a run that reached its last step (what stage 2 starts from).
+FINISHED_RECORD = "sailyard_finished.json"
+
+
+def mark_finished(checkpoints: Path, *, steps: int, checkpoint: Path, mlflow_run_id: str | None,
+                  work_dir: Path) -> None:
+    """Record that the run reached its last step, which checkpoint holds it, and the MLflow run (and
+    the work dir whose store holds it) that later steps such as `export-hf` log beside."""
+    record = checkpoints / FINISHED_RECORD
+    tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"steps": steps, "checkpoint": str(checkpoint), "mlflow_run_id": mlflow_run_id,
+                               "work_dir": str(work_dir)}, indent=2), encoding="utf-8")
+    os.replace(tmp, record)
+
+
+def finished(checkpoints: Path) -> dict[str, Any] | None:
+    """What `mark_finished` recorded, or None for a run that has not finished."""
+    record = checkpoints / FINISHED_RECORD
+    return json.loads(record.read_text(encoding="utf-8")) if record.is_file() else None
+
+
+# --- several processes ---------------------------------------------------------------------------
+
+#: Where launchers put the global rank: torchrun, then srun (NeMo-Run's Slurm executor starts one task a GPU).
+RANK_VARIABLES = ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK")
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is global rank 0 (or the only one): the one that records and tracks."""
+    for name in RANK_VARIABLES:
+        if os.environ.get(name, "").strip():
+            return int(os.environ[name]) == 0
+    return True
+
+
+def wait_until_repaired(checkpoints: Path, *, timeout: float = 600.0, poll: float = 0.5) -> None:
+    """Block until rank 0 has set unfinished checkpoints aside (`repair`), so that every rank resumes
+    from the same one. There is no process group yet to wait on, so the folder is watched.
+
+    Raises:
+        ConfigError: still not repaired after `timeout` seconds (rank 0 died, or cannot write).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if not checkpoints.is_dir():
+            return
+        entries = [p for p in checkpoints.iterdir() if not p.name.startswith(".")]
+        unfinished = [p for p in entries if p.name.endswith(UNFINISHED)]
+        complete = [p for p in entries if p.is_dir()]
+        if not unfinished and (not complete or any(p.name.endswith("-last") for p in complete)):
+            return
+        if time.monotonic() > deadline:
+            raise ConfigError(f"{checkpoints}: rank 0 did not set the unfinished checkpoints aside within "
+                              f"{timeout:.0f} s ({', '.join(p.name for p in unfinished) or 'no *-last checkpoint'})")
+        time.sleep(poll)

@@ -76,12 +76,28 @@ class ScheduleArgs:
 
     lr: float = 1e-4  # peak rate, held after warmup; Sailor2 stage 1: 1e-4, stage 2: 1e-5
     min_lr: float = 1e-5  # where the anneal ends
-    warmup_ratio: float = 0.1  # share of max_steps warming up linearly; Sailor2: 500 steps
+    warmup_ratio: float = 0.1  # share of max_steps warming up linearly (when warmup_steps is null)
+    warmup_steps: int | None = None  # warmup in optimizer steps, instead of warmup_ratio; Sailor2: 500
     hold_ratio: float = 0.9  # share of max_steps at `lr` after warmup; 1 - warmup_ratio: no anneal
     decay: Literal["linear", "one_minus_square_root"] = "linear"  # anneal shape
     max_steps: int = 10  # optimizer steps of the whole run
     weight_decay: float = 0.1
     clip_grad: float = 1.0  # max global gradient norm; 0 turns clipping off
+
+    @property
+    def warmup(self) -> int:
+        """Warmup in optimizer steps: `warmup_steps`, else `warmup_ratio` of the run."""
+        return self.warmup_steps if self.warmup_steps is not None else int(self.warmup_ratio * self.max_steps)
+
+    @property
+    def hold(self) -> int:
+        """Steps at the peak rate after warmup (`hold_ratio` of the run, at most what is left)."""
+        return min(int(self.hold_ratio * self.max_steps), self.max_steps - self.warmup)
+
+    @property
+    def constant(self) -> bool:
+        """No anneal: the rate stays at its peak after warmup until the end (Sailor2 stage 1)."""
+        return self.warmup + self.hold >= self.max_steps
 
 
 @dataclass(frozen=True)
@@ -133,6 +149,10 @@ class TrainConfig:
     # Stage 2: a checkpoint, or a run's checkpoint folder (its newest `*-last`), whose weights start
     # this run; optimizer and schedule start fresh.
     restore_from: Path | None = None
+    # Train only the decoder layers LlamaPro added (the LlamaPro paper freezes the others; Sailor2
+    # trained every parameter). The new layers are read from restore_from's lineage: the import
+    # record of an expanded model (`sailyard expand` → `sailyard import-hf`), or the run it came from.
+    train_only_new_blocks: bool = False
     seed: int = 1234
     val_check_interval: int = 5  # validate and checkpoint every N steps
     keep_checkpoints: int = 0  # periodic checkpoints kept besides the newest (`*-last`) one
@@ -214,6 +234,9 @@ class TrainConfig:
                             f"got {self.limit_val_batches}")
         if local_files and self.restore_from is not None and not self.restore_from.is_dir():
             problems.append(f"restore_from: no checkpoint directory at {self.restore_from}")
+        if self.train_only_new_blocks and self.restore_from is None:
+            problems.append("train_only_new_blocks: needs restore_from (an imported LlamaPro expansion, or a run "
+                            "started from one): a model trained from scratch has no new blocks")
         if problems:
             raise ConfigError(report(source, problems))
 
@@ -287,7 +310,11 @@ def _check_schedule(s: ScheduleArgs) -> list[str]:
     for key in ("warmup_ratio", "hold_ratio"):
         if not 0 <= getattr(s, key) <= 1:
             problems.append(f"schedule.{key}: must be between 0 and 1, got {getattr(s, key)}")
-    if s.warmup_ratio + s.hold_ratio > 1:
+    if s.warmup_steps is not None:
+        # At or past max_steps the whole run warms up (a short smoke test of a preset): allowed.
+        if s.warmup_steps < 0:
+            problems.append(f"schedule.warmup_steps: must be 0 or more, got {s.warmup_steps}")
+    elif s.warmup_ratio + s.hold_ratio > 1:
         problems.append(f"schedule: warmup_ratio + hold_ratio = {s.warmup_ratio + s.hold_ratio:g} "
                         "exceeds 1")
     if s.weight_decay < 0:
@@ -386,6 +413,12 @@ def _apply_preset(doc: Any, where: str, problems: list[str]) -> Any:
                         f"(known: {', '.join(PRESETS)})")
         return {k: v for k, v in doc.items() if k != "preset"}
     merged = preset_doc(name)
+    schedule = doc.get("schedule")
+    if isinstance(schedule, Mapping) and "warmup_ratio" in schedule and "warmup_steps" not in schedule:
+        # The file's warmup_ratio replaces the preset's warmup steps; a constant preset stays constant.
+        merged["schedule"]["warmup_steps"] = None
+        if "hold_ratio" not in schedule and isinstance(schedule["warmup_ratio"], int | float):
+            merged["schedule"]["hold_ratio"] = max(0.0, 1.0 - schedule["warmup_ratio"])
     for key, value in doc.items():
         if key in SECTIONS and isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
             merged[key] = {**merged[key], **value}

@@ -542,7 +542,11 @@ def _staged(out: Path) -> Iterator[Path]:
 def _base_config(ckpt: Path, base: str | Path | None) -> tuple[str | None, dict[str, Any] | None]:
     """The HF config an export follows for the fields NeMo does not hold, and where it came from."""
     if base is None:
-        record = ckpt / IMPORT_RECORD
+        # An imported checkpoint is its own base; a trained one has the base its run started from.
+        from trainer.checkpoints import lineage
+
+        imported = (lineage(ckpt) or {}).get("import")
+        record = Path(imported) / IMPORT_RECORD if imported else ckpt / IMPORT_RECORD
         return (str(record), _read_json(record)["hf_config"]) if record.is_file() else (None, None)
     root = Path(base).expanduser().absolute()
     if (root / IMPORT_RECORD).is_file():

@@ -41,6 +41,8 @@ class Blend:
     # stage when every language of it is used, so training and export runs can be matched up.
     digest: str
     plan_digest: str | None = None  # the plan a data config was exported for (`export_shards --plan`)
+    # The table versions the shards were exported from ("docs_curated@v3"): lineage for the run's tags.
+    sources: tuple[str, ...] = ()
 
 
 def blend_from_manifest(lake: str | Path, stage: str, weights: Mapping[str, float] | None = None, *,
@@ -90,7 +92,11 @@ def blend_from_manifest(lake: str | Path, stage: str, weights: Mapping[str, floa
         paths += [lang_weights[row["lang"]] * row["tokens"] / lang_tokens, row["prefix"]]
     return Blend(paths=paths, lang_weights=lang_weights,
                  manifest_path=lake_io.table_path(lake, SHARD_MANIFEST), manifest_version=version,
-                 digest=manifest_digest(used))
+                 digest=manifest_digest(used), sources=_sources(used))
+
+
+def _sources(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    return tuple(sorted({f"{r.get('source_table')}@v{r.get('source_version')}" for r in rows}))
 
 
 def blend_from_data_config(lake: str | Path, paths_file: str | Path, tokenizer: str = "qwen2.5",
@@ -132,7 +138,7 @@ def blend_from_data_config(lake: str | Path, paths_file: str | Path, tokenizer: 
         out += [weight, prefix]
     return Blend(paths=out, lang_weights={lang: raw[lang] / total for lang in sorted(raw)},
                  manifest_path=lake_io.table_path(lake, SHARD_MANIFEST), manifest_version=version,
-                 digest=manifest_digest(used), plan_digest=doc.get("plan_digest"))
+                 digest=manifest_digest(used), plan_digest=doc.get("plan_digest"), sources=_sources(used))
 
 
 def _weighted_prefixes(paths: Any, source: Path) -> list[tuple[float, str]]:
@@ -208,8 +214,11 @@ def _check_split(rows: list[dict[str, Any]], split: str, where: str) -> None:
             problems.append(f"{row['lang']} shard {row['prefix']} has {row['docs']} documents: split "
                             f"{split!r} leaves its {' and '.join(empty)} part empty")
     if problems:
-        raise ConfigError(f"{where}: " + "; ".join(problems) + ". Give that part a larger share in "
-                          "data.split (e.g. '90,10,0'), set it to 0, or export more documents")
+        fits = [f"{100 - v},{v},0" for v in range(1, 51)
+                if all(min(split_documents(r["docs"], f"{100 - v},{v},0")[:2]) > 0 for r in rows)]
+        hint = f" (e.g. '{fits[0]}', the least validation share that gives every shard a document)" if fits else ""
+        raise ConfigError(f"{where}: " + "; ".join(problems) + f". Give that part a larger share in data.split{hint}, "
+                          "set it to 0, or export more documents")
 
 
 def _check_shards(rows: list[dict[str, Any]], tokenizer: str, where: str) -> None:

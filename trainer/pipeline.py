@@ -1,10 +1,12 @@
 """The whole path on one machine: sample corpus → lake → clean → dedup → quality → token counts →
-mixture (proxies, fit, search) → two-stage plan → the plan's shards → NeMo stage 1.
+mixture (proxies, fit, search) → two-stage plan → the plan's shards → base model → LlamaPro
+expansion → NeMo import → stage 1 → stage 2 → Hugging Face export.
 
 One parent MLflow run holds a child run per job. The data jobs share this process's Spark session;
-the proxies train in worker processes (`trainer.sweep`), and NeMo runs as `python -m trainer.pretrain`
-in a child process (it wants its own `__main__`), nested under the same parent through
-`SAILYARD_PARENT_RUN_ID`.
+the proxies train in worker processes (`trainer.sweep`). The model steps run as the commands a user
+types (`sailyard expand`, `import-hf`, `train --stage N --plan`, `export-hf`), each in a child process
+(NeMo wants its own `__main__`), nested under the same parent through `SAILYARD_PARENT_RUN_ID`; the
+two stages and the export sit under the plan's `train-plan` run.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from data_engine import tracking
 from data_engine.clean.config import CleanConfig
@@ -29,6 +34,20 @@ from data_engine.mixture.config import MixtureConfig
 from data_engine.quality.config import QualityScoreConfig, QualityTrainConfig
 from data_engine.tables import DOCS_CURATED, DOCS_SCORED
 from data_engine.tokens.config import TokenCountConfig
+
+
+@dataclass(frozen=True)
+class BaseModelConfig:
+    """The model stage 1 starts from: Sailor2 takes Qwen2.5 and grows it with LlamaPro."""
+
+    hf_dir: str | None = None
+    """A Hugging Face Qwen2 directory (Qwen2.5-0.5B, say). None: a seeded random Qwen2 with the train
+    config's model shape and `layers` layers (no model hub here)."""
+    layers: int = 2
+    """Layers of the random base model (unused with hf_dir)."""
+    expand_to: int | None = 4
+    """LlamaPro: layers after expansion (Sailor2-1B: 24 → 48). None: train the base as it is."""
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -48,10 +67,14 @@ class PipelineConfig:
     force_mixture_search: bool = False
     """Search even when the fit's cross-validated ρ is below mixture.search.min_rho (a demo with a
     handful of proxies cannot reach it; a real study should not need this)."""
-    stage: str = "stage1"
-    """The plan's stage the NeMo run trains (its data config `<shards>/<stage>.data.yaml`)."""
+    train_stages: tuple[int, ...] = (1, 2)
+    """The plan's stages to train, in order (stage 2 starts from stage 1's final weights)."""
     train_config: str | None = None
-    """Trainer YAML for the NeMo run (None: the trainer's built-in tiny defaults)."""
+    """Trainer YAML (`train:` for stage 1, `stage2:` over it for stage 2; None: the tiny defaults). Its model
+    shape is replaced by the base model's."""
+    base_model: BaseModelConfig = field(default_factory=BaseModelConfig)
+    export_hf: bool = True
+    """Export the last stage's final checkpoint to a Hugging Face directory (logged in MLflow)."""
 
     @staticmethod
     def from_yaml(path: str | Path | None) -> PipelineConfig:
@@ -68,6 +91,8 @@ class PipelinePaths:
     sweep: Path = field(init=False)
     mixture: Path = field(init=False)
     plan: Path = field(init=False)
+    base: Path = field(init=False)
+    hf: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.work = self.work.expanduser().resolve()
@@ -77,6 +102,8 @@ class PipelinePaths:
         self.sweep = self.work / "mixture" / "sweeps"
         self.mixture = self.work / "mixture" / "mixture.yaml"
         self.plan = self.work / "mixture" / "plan.yaml"
+        self.base = self.work / "base"
+        self.hf = self.work / "hf"
 
 
 def run_pipeline(cfg: PipelineConfig, *, train: bool = True, log: Any = print) -> dict[str, Any]:
@@ -104,18 +131,18 @@ def run_pipeline(cfg: PipelineConfig, *, train: bool = True, log: Any = print) -
                             params=to_dict(cfg)) as parent:
         os.environ[tracking.PARENT_ENV] = parent.run_id
         try:
-            log(f"[1/14] sample corpus → {paths.sample}")
+            log(f"[1/19] sample corpus → {paths.sample}")
             stats = build_sample(paths.sample, docs_per_lang=cfg.sample_docs_per_lang)
             parent.log_dict(dataclasses.asdict(stats), "sample_stats.json")
             spark = get_spark("sailyard-pipeline")
-            log("[2/14] ingest")
+            log("[2/19] ingest")
             summary["jobs"]["ingest"] = ingest_job(spark, str(paths.lake), [str(paths.sample)],
                                                    source="sample", cfg=cfg.ingest)
-            log("[3/14] clean: normalisation, heuristic rules, language identification")
+            log("[3/19] clean: normalisation, heuristic rules, language identification")
             summary["jobs"]["clean"] = clean_job(spark, str(paths.lake), cfg.clean)
-            log("[4/14] dedup: " + ", ".join(cfg.dedup.stages))
+            log("[4/19] dedup: " + ", ".join(cfg.dedup.stages))
             summary["jobs"]["dedup"] = dedup_job(spark, str(paths.lake), cfg.dedup)
-            log("[5/14] quality classifiers, one per language (positives: real text, negatives: docs_clean)")
+            log("[5/19] quality classifiers, one per language (positives: real text, negatives: docs_clean)")
             positives = write_positive_sets(paths.work / "positives")
             langs = sorted(summary["jobs"]["clean"]["by_lang"])
             summary["jobs"]["train_quality"] = {}
@@ -126,26 +153,25 @@ def run_pipeline(cfg: PipelineConfig, *, train: bool = True, log: Any = print) -
                     continue
                 summary["jobs"]["train_quality"][lang] = train_quality_job(
                     spark, str(paths.lake), lang, str(positives[lang]), cfg.quality)
-            log("[6/14] score and keep the best of each language")
+            log("[6/19] score and keep the best of each language")
             summary["jobs"]["score_quality"] = score_quality_job(spark, str(paths.lake), cfg.score)
-            log(f"[7/14] export the proxies' shards → {paths.shards / sweep_stage(cfg)}")
+            log(f"[7/19] export the proxies' shards → {paths.shards / sweep_stage(cfg)}")
             summary["jobs"]["export_proxy"] = export_job(
                 spark, str(paths.lake), str(paths.shards), sweep_stage(cfg),
                 dataclasses.replace(cfg.export, langs=tuple(cfg.mixture.langs)))
-            log("[8/14] count tokens: docs_curated, docs_scored (quality bands)")
+            log("[8/19] count tokens: docs_curated, docs_scored (quality bands)")
             summary["jobs"]["count_tokens"] = {
                 table: count_tokens_job(spark, str(paths.lake), dataclasses.replace(cfg.tokens, table=table))
                 for table in (DOCS_CURATED, DOCS_SCORED)}
             summary["jobs"].update(run_mixture(cfg, paths, log))
-            log(f"[13/14] export the plan's shards and NeMo data configs → {paths.shards}")
+            log(f"[13/19] export the plan's shards and NeMo data configs → {paths.shards}")
             summary["jobs"]["export_plan"] = plan_export_job(spark, str(paths.lake), str(paths.shards),
                                                              str(paths.plan), cfg.export)
             if train:
-                log(f"[14/14] tiny NeMo pretraining on the plan's {cfg.stage}")
-                summary["jobs"]["train"] = run_training(cfg, paths, summary["jobs"]["export_plan"])
+                summary["jobs"].update(run_training(cfg, paths, log))
             else:
-                log("[14/14] training skipped")
-            report = lake_report(spark, str(paths.lake), stage=cfg.stage)
+                log("[14/19] training skipped (--no-train)")
+            report = lake_report(spark, str(paths.lake), stage="stage1")
             summary["report"] = format_report(report)
             parent.log_text(summary["report"], "count_table.txt")
             parent.set_tags({f"table.{k}": f"v{v}" for k, v in report.versions.items()})
@@ -171,7 +197,7 @@ def run_mixture(cfg: PipelineConfig, paths: PipelinePaths, log: Any) -> dict[str
 
     m = cfg.mixture
     sweep_cfg = from_dict(SweepConfig, {**m.sweep, "runs": m.runs}, "mixture.sweep")
-    log(f"[9/14] mixture sweep: {m.runs} proxies ({sweep_cfg.preset}) over {', '.join(sorted(m.langs))}")
+    log(f"[9/19] mixture sweep: {m.runs} proxies ({sweep_cfg.preset}) over {', '.join(sorted(m.langs))}")
     budget1, budget2 = _budgets(paths, m)
     inputs = proxy_inputs(str(paths.lake), sweep_cfg.stage, m, budget1, m.runs)
     jobs: dict[str, Any] = {}
@@ -182,11 +208,11 @@ def run_mixture(cfg: PipelineConfig, paths: PipelinePaths, log: Any) -> dict[str
                        meta=inputs.meta, tokenizer=inputs.tokenizer, log=lambda msg: log(f"      {msg}"))
     jobs["mixture_sweep"] = dataclasses.asdict(result)
     results = sweep_results(str(folder))
-    log("[10/14] mixture fit: LightGBM per language, cross-validated")
+    log("[10/19] mixture fit: LightGBM per language, cross-validated")
     jobs["mixture_fit"] = fit_sweep(folder, results, m)
-    log(f"[11/14] mixture search → {paths.mixture}")
+    log(f"[11/19] mixture search → {paths.mixture}")
     jobs["mixture_search"] = search_sweep(folder, results, paths.mixture, m, force=cfg.force_mixture_search)
-    log(f"[12/14] two-stage plan → {paths.plan}")
+    log(f"[12/19] two-stage plan → {paths.plan}")
     jobs["plan"] = plan_job(paths.mixture, paths.plan, m, budget_stage1=budget1, budget_stage2=budget2,
                             lake=str(paths.lake))
     return jobs
@@ -204,32 +230,106 @@ def _budgets(paths: PipelinePaths, m: MixtureConfig) -> tuple[int, int]:
     return m.budget_stage1 or one_pass, m.budget_stage2 or m.budget_stage1 or one_pass
 
 
-def run_training(cfg: PipelineConfig, paths: PipelinePaths, export: dict[str, Any]) -> dict[str, Any]:
-    """`python -m trainer.pretrain` on the plan's stage, its NeMo data config as exported.
+def run_training(cfg: PipelineConfig, paths: PipelinePaths, log: Any) -> dict[str, Any]:
+    """Base model → LlamaPro expansion → NeMo import → the plan's stages → HF export, each step the
+    command a user would type, in a child process; returns each step's job summary.
 
-    The run is named after the plan's digest: re-running the pipeline on the same data and plan
-    resumes that run's finished checkpoint (nothing to train) instead of training a copy, and a new
-    plan gets a run of its own.
+    Reruns reuse what is there: the same random base, an expansion of the same source, an import
+    of the same files, and stage runs named after the plan's digest (finished: nothing to train).
     """
+    from trainer.base_model import model_args, write_random_qwen2
     from trainer.config import TrainConfig
+    from trainer.stages import read_sections
 
-    data_configs = export.get("data_configs", {})
-    if cfg.stage not in data_configs:
-        raise SailyardError(f"the plan has no stage {cfg.stage!r} to train (stages: {sorted(data_configs)})")
-    train = TrainConfig.from_yaml(Path(cfg.train_config)) if cfg.train_config else TrainConfig()
-    train = dataclasses.replace(train, name=f"{train.name}-{export['plan_digest'][:10]}", work_dir=paths.work,
-                                data=dataclasses.replace(train.data, lake=paths.lake, stage=cfg.stage, weights=None,
-                                                         paths_file=Path(data_configs[cfg.stage])))
+    b = cfg.base_model
+    train_doc, stage2_doc = read_sections(cfg.train_config)
+    shape = TrainConfig.from_dict(train_doc, where="train", source=str(cfg.train_config or "defaults"))
+    jobs: dict[str, Any] = {}
+    if b.hf_dir:
+        base = Path(b.hf_dir).expanduser().resolve()
+        log(f"[14/19] base model: {base}")
+    else:
+        base = paths.base / "random-qwen2"
+        log(f"[14/19] base model: a seeded random {b.layers}-layer Qwen2 → {base}")
+        write_random_qwen2(base, dataclasses.replace(shape.model, num_layers=b.layers), seed=b.seed)
+    jobs["base_model"] = {"hf_dir": str(base)}
+    model_dir = base
+    if b.expand_to:
+        model_dir = paths.base / f"expanded-{b.expand_to}"
+        log(f"[15/19] LlamaPro expansion → {b.expand_to} layers: {model_dir}")
+        jobs["expand"] = _expanded(base, b.expand_to, model_dir)
+    seq_length = shape.data.seq_length
+    imported = paths.base / "nemo"
+    log(f"[16/19] import into NeMo (sequence length {seq_length}) → {imported}")
+    jobs["import_hf"] = _imported(model_dir, imported, seq_length)
+    hf_config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    doc = {"train": {**train_doc, "work_dir": str(paths.work), "restore_from": str(imported),
+                     "model": dataclasses.asdict(model_args(hf_config, seq_length=shape.model.seq_length)),
+                     "data": {**(train_doc.get("data") or {}), "lake": str(paths.lake)}},
+           "stage2": stage2_doc}
     config_path = paths.work / "train.yaml"
-    config_path.write_text(train.to_yaml(), encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-m", "trainer.pretrain", "--config", str(config_path)],
-                          stdout=subprocess.PIPE, stderr=None, text=True, env=os.environ.copy())
+    config_path.write_text(yaml.safe_dump(json.loads(json.dumps(doc, default=str)), sort_keys=False,
+                                          allow_unicode=True), encoding="utf-8")
+    last = None
+    for number in cfg.train_stages:
+        log(f"[{16 + number}/19] NeMo stage {number} on the plan's stage-{number} shards")
+        last = jobs[f"train_stage{number}"] = _job("trainer.pretrain", "--stage", str(number), "--plan",
+                                                    str(paths.plan), "--config", str(config_path),
+                                                    "--shards", str(paths.shards))
+    if cfg.export_hf and last is not None:
+        out = paths.hf / Path(last["checkpoint"]).parent.name
+        log(f"[19/19] export stage {cfg.train_stages[-1]}'s final checkpoint to Hugging Face → {out}")
+        jobs["export_hf"] = _job("jobs.export_hf", "--checkpoint", last["checkpoint"], "--out", str(out),
+                                 "--overwrite")
+    return jobs
+
+
+def _expanded(base: Path, layers: int, out: Path) -> dict[str, Any]:
+    record = out / "expansion.json"
+    if record.is_file():
+        done = json.loads(record.read_text(encoding="utf-8"))
+        if done.get("source") == str(base) and done.get("new_layers") == layers and _same_inputs(base, done):
+            return {"out": str(out), "reused": True, "new_layer_indices": done["new_layer_indices"]}
+        shutil.rmtree(out)
+    return _job("jobs.expand", "--model", str(base), "--to-layers", str(layers), "--out", str(out))
+
+
+def _same_inputs(base: Path, record: dict[str, Any]) -> bool:
+    from data_engine.digests import file_digest
+
+    digests = record.get("input_sha256") or {}
+    return bool(digests) and all((base / name).is_file() and file_digest(base / name) == digest
+                                 for name, digest in digests.items())
+
+
+def _imported(model_dir: Path, out: Path, seq_length: int) -> dict[str, Any]:
+    from data_engine.digests import file_digest
+    from trainer.convert import IMPORT_RECORD
+
+    record = out / IMPORT_RECORD
+    if record.is_file():
+        done = json.loads(record.read_text(encoding="utf-8"))
+        if (done.get("source") == str(model_dir) and done.get("seq_length") == seq_length
+                and all((model_dir / n).is_file() and file_digest(model_dir / n) == d
+                        for n, d in done.get("files", {}).items())):
+            return {"out": str(out), "reused": True}
+    return _job("jobs.import_hf", "--model", str(model_dir), "--out", str(out), "--seq-length", str(seq_length),
+                "--overwrite")
+
+
+def _job(module: str, *args: str) -> dict[str, Any]:
+    """`python -m module args…` as a user runs it; its JSON summary (the last stdout line).
+
+    Raises:
+        SailyardError: the job failed (its error, or its exit code).
+    """
+    proc = subprocess.run([sys.executable, "-m", module, *args], stdout=subprocess.PIPE, stderr=None, text=True,
+                          env=os.environ.copy())
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-    last = lines[-1] if lines else ""
     try:
-        result = json.loads(last)
+        result = json.loads(lines[-1]) if lines else {}
     except json.JSONDecodeError:
-        result = {"status": "error", "error": f"trainer printed no summary (exit {proc.returncode})"}
+        result = {}
     if proc.returncode != 0 or result.get("status") != "ok":
-        raise SailyardError(f"training failed: {result.get('error', 'see the log above')}")
+        raise SailyardError(f"{module} failed: {result.get('error') or f'exit {proc.returncode}, see the log above'}")
     return result

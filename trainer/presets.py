@@ -11,8 +11,8 @@ records the choice.
 
 The Sailor2 ones share Sailor2's stage-1 recipe: sequences of 4,096 tokens, 1,024 per optimizer
 step (4.2M tokens), AdamW at a constant 1e-4 after 500 warmup steps, weight decay 0.01 (from
-Megatron-Sailor2's run_train_sailor2_20b.sh, whose 100,000 iterations give `max_steps`; the 500
-warmup steps are `warmup_ratio` 0.005 of them, so change both when shortening the run). Each
+Megatron-Sailor2's run_train_sailor2_20b.sh, whose 100,000 iterations give `max_steps`; `sailyard
+train --plan` replaces them by the plan's token budget in steps). Each
 is sized for one node of eight 80 GB GPUs; `parallel.nodes` scales the data-parallel size (the
 global batch stays a multiple of micro × data-parallel for 1, 2, 4, 8 … nodes).
 
@@ -64,7 +64,7 @@ PRESET_DATA_FIELDS = ("seq_length", "micro_batch_size", "global_batch_size", "nu
 
 # Sailor2 stage 1 (Megatron-Sailor2 run_train_sailor2_20b.sh): lr 1e-4 constant after 500 warmup
 # iterations of 100,000, min_lr 5e-6 (unused by a constant schedule), weight decay 0.01, clip 1.
-SAILOR2_STAGE1 = ScheduleArgs(lr=1e-4, min_lr=5e-6, warmup_ratio=0.005, hold_ratio=0.995, decay="linear",
+SAILOR2_STAGE1 = ScheduleArgs(lr=1e-4, min_lr=5e-6, warmup_ratio=0.0, warmup_steps=500, hold_ratio=1.0, decay="linear",
                               max_steps=100_000, weight_decay=0.01, clip_grad=1.0)
 SAILOR2_DATA = DataArgs(seq_length=4096, micro_batch_size=1, global_batch_size=1024, num_workers=2)
 EIGHT_GPUS = ParallelArgs(devices_per_node=8, nodes=1, precision="bf16-mixed", distributed_optimizer=True)

@@ -2,6 +2,7 @@
 
     python -m trainer.pretrain --config configs/train_tiny.yaml [--max-steps N] [--work-dir DIR]
     python -m trainer.pretrain --config Y --launch [--dry-run]    (NeMo-Run: see trainer.launch)
+    python -m trainer.pretrain --stage 1|2 --plan plan.yaml [--config Y]   (a plan's stage: trainer.stages)
 
 The run reads in the order it happens:
 
@@ -39,7 +40,7 @@ from data_engine.errors import ConfigError
 from data_engine.jobrun import run_job
 from data_engine.tables import SHARD_MANIFEST
 from trainer import checkpoints
-from trainer.config import ParallelArgs, TrainConfig, machine_problems
+from trainer.config import ModelArgs, ParallelArgs, ScheduleArgs, TrainConfig, machine_problems
 from trainer.data import Blend, blend_from_data_config, blend_from_manifest
 
 JOB = "train"
@@ -53,6 +54,7 @@ class Prepared:
     blend: Blend
     tokenizer: Any  # a NeMo TokenizerSpec
     gpu: bool
+    lineage: dict[str, Any] | None = None  # restore_from's base model and expansion (checkpoints.lineage)
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class Recipe:
     model: dict[str, Any]  # llm.Qwen2Config
     data: dict[str, Any]  # llm.PreTrainingDataModule
     optimizer: dict[str, Any]  # megatron.core.optimizer.OptimizerConfig
-    scheduler: dict[str, Any]  # nl.lr_scheduler.WarmupHoldAnnealScheduler
+    scheduler: dict[str, Any]  # WarmupHoldPolicyScheduler ("constant") or WarmupHoldAnnealScheduler ("anneal")
     strategy: dict[str, Any]  # nl.MegatronStrategy
     precision: str  # nl.MegatronMixedPrecision
     trainer: dict[str, Any]  # nl.Trainer
@@ -74,6 +76,9 @@ class Recipe:
     log_dir: Path  # NeMoLogger(explicit_log_dir=...): NeMo's text logs
     seed: int  # lightning.seed_everything: weight init and dropout (NeMo alone always uses 1234)
     resume: dict[str, Any]  # nl.AutoResume; its "restore_config" holds nl.RestoreConfig's or None
+    trainable_layers: tuple[int, ...] | None = None  # decoder layers that train (None: every parameter)
+    model_args: ModelArgs = ModelArgs()  # for the throughput callback's FLOPs
+    throughput: dict[str, Any] = dataclasses.field(default_factory=dict)  # trainer.throughput.callback
 
 
 @dataclass(frozen=True)
@@ -98,8 +103,11 @@ def setup(cfg: TrainConfig) -> Prepared:
         ConfigError: an invalid config, manifest or tokenizer (see `blend_from_manifest`).
     """
     cfg.validate()
+    lineage = None
     if cfg.restore_from is not None:
         cfg = dataclasses.replace(cfg, restore_from=resolve_checkpoint(cfg.restore_from))
+        lineage = checkpoints.lineage(cfg.restore_from)
+    trainable_layers(cfg, lineage)  # a switch that cannot apply fails before NeMo starts
     if cfg.data.paths_file is not None:  # a plan's data config: its paths as they are
         blend = blend_from_data_config(cfg.data.lake, cfg.data.paths_file, tokenizer=cfg.data.tokenizer,
                                        split=cfg.data.split)
@@ -113,7 +121,27 @@ def setup(cfg: TrainConfig) -> Prepared:
 
     tokenizer = build_tokenizer(cfg.data.tokenizer, vocab_size=cfg.model.vocab_size)
     cfg.work_dir.mkdir(parents=True, exist_ok=True)
-    return Prepared(cfg=cfg, blend=blend, tokenizer=tokenizer, gpu=gpu)
+    return Prepared(cfg=cfg, blend=blend, tokenizer=tokenizer, gpu=gpu, lineage=lineage)
+
+
+def trainable_layers(cfg: TrainConfig, lineage: dict[str, Any] | None) -> tuple[int, ...] | None:
+    """The decoder layers `train_only_new_blocks` trains (None: all parameters train).
+
+    Raises:
+        ConfigError: the switch is on but restore_from's lineage records no LlamaPro expansion, or
+            one of another depth than the model.
+    """
+    if not cfg.train_only_new_blocks:
+        return None
+    expansion = (lineage or {}).get("expansion")
+    if not expansion or not expansion.get("new_layer_indices"):
+        raise ConfigError(f"train_only_new_blocks: restore_from ({cfg.restore_from}) records no LlamaPro expansion "
+                          "(no sailyard_import.json of an expanded model, nor a run started from one); "
+                          "expand with `sailyard expand`, import with `sailyard import-hf`, and restore from that")
+    if expansion.get("new_layers") != cfg.model.num_layers:
+        raise ConfigError(f"train_only_new_blocks: the expansion made {expansion.get('new_layers')} layers, the "
+                          f"model has model.num_layers = {cfg.model.num_layers}")
+    return tuple(int(i) for i in expansion["new_layer_indices"])
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -135,7 +163,7 @@ def resolve_checkpoint(path: Path) -> Path:
 # --- the recipe (pure) --------------------------------------------------------------------------
 
 
-def build_recipe(cfg: TrainConfig, blend: Blend, *, gpu: bool) -> Recipe:
+def build_recipe(cfg: TrainConfig, blend: Blend, *, gpu: bool, lineage: dict[str, Any] | None = None) -> Recipe:
     """Translate the config into NeMo's arguments. Pure: reads nothing, imports no NeMo.
 
     Raises:
@@ -177,14 +205,7 @@ def build_recipe(cfg: TrainConfig, blend: Blend, *, gpu: bool) -> Recipe:
         # Megatron's distributed optimizer shards state over data-parallel GPUs; it needs CUDA.
         use_distributed_optimizer=gpu if par.distributed_optimizer is None else par.distributed_optimizer,
     )
-    hold_ratio = s.hold_ratio
-    if s.warmup_ratio + s.hold_ratio >= 1:
-        # No anneal (Sailor2 stage 1). NeMo's scheduler divides by max_steps - hold_steps when it
-        # is stepped after the last optimizer step, so holding exactly to the end raises
-        # ZeroDivisionError (nemo 2.7.3); holding past the end gives the same rates and no error.
-        hold_ratio = 2.0
-    scheduler = dict(warmup_ratio=s.warmup_ratio, hold_ratio=hold_ratio, max_steps=s.max_steps,
-                     decay_schedule=s.decay, min_lr=s.min_lr)
+    scheduler = schedule(s)
     strategy = dict(
         tensor_model_parallel_size=par.tensor_parallel, pipeline_model_parallel_size=par.pipeline_parallel,
         context_parallel_size=par.context_parallel, sequence_parallel=par.sequence_parallel,
@@ -215,12 +236,33 @@ def build_recipe(cfg: TrainConfig, blend: Blend, *, gpu: bool) -> Recipe:
         resume_from_directory=str(cfg.checkpoints),
         # Otherwise restore_from gives the initial weights only: stage 2 starts a new optimizer
         # and schedule.
-        restore_config=(dict(path=str(cfg.restore_from), load_model_state=True, load_optim_state=False)
+        # (load_artifacts: the tokenizer is built from data.tokenizer, not read back from the checkpoint)
+        restore_config=(dict(path=str(cfg.restore_from), load_model_state=True, load_optim_state=False,
+                             load_artifacts=False)
                         if cfg.restore_from else None),
     )
     return Recipe(model=model, data=data, optimizer=optimizer, scheduler=scheduler, strategy=strategy,
                   precision=precision(par, gpu=gpu), trainer=trainer, checkpoint=checkpoint,
-                  log_dir=cfg.work_dir / "logs" / cfg.name, seed=cfg.seed, resume=resume)
+                  log_dir=cfg.work_dir / "logs" / cfg.name, seed=cfg.seed, resume=resume,
+                  trainable_layers=trainable_layers(cfg, lineage), model_args=m,
+                  throughput=dict(seq_length=d.seq_length, global_batch_size=d.global_batch_size,
+                                  devices=par.world_size))
+
+
+def schedule(s: ScheduleArgs) -> dict[str, Any]:
+    """The learning-rate scheduler: its NeMo class under "kind", its arguments beside.
+
+    A run without an anneal (Sailor2 stage 1: constant after warmup) uses NeMo's
+    `WarmupHoldPolicyScheduler`: its hold-then-anneal scheduler divides by max_steps - hold_steps,
+    zero when holding to the end, once stepped after the last optimizer step (nemo 2.7.3). The
+    anneal (stage 2) scheduler takes ratios only and truncates ratio × max_steps, so the exact step
+    counts go in as (steps + ½) / max_steps.
+    """
+    if s.constant:
+        return {"kind": "constant", "warmup_steps": s.warmup, "max_steps": s.max_steps, "min_lr": s.min_lr}
+    return {"kind": "anneal", "warmup_ratio": (s.warmup + 0.5) / s.max_steps,
+            "hold_ratio": (s.hold + 0.5) / s.max_steps, "max_steps": s.max_steps,
+            "decay_schedule": s.decay, "min_lr": s.min_lr}
 
 
 #: Megatron TransformerConfig fields for each `parallel.recompute`: selective recomputes the attention
@@ -259,15 +301,24 @@ def dataset_surplus(cfg: TrainConfig, blend: Blend, val_every: int) -> float:
 # --- run ----------------------------------------------------------------------------------------
 
 
-def run(recipe: Recipe, tokenizer: Any, *, mlflow_run_id: str, tracking_uri: str) -> Outcome:
-    """Build NeMo's objects from `recipe` and train; returns what the run reached."""
+def run(recipe: Recipe, tokenizer: Any, *, mlflow_run_id: str | None, tracking_uri: str | None) -> Outcome:
+    """Build NeMo's objects from `recipe` and train; returns what the run reached.
+
+    Only the process that tracks (global rank 0) passes an MLflow run; the others log nowhere.
+    """
     from lightning.pytorch import seed_everything
     from lightning.pytorch.loggers import MLFlowLogger
     from megatron.core.optimizer import OptimizerConfig
     from nemo import lightning as nl
     from nemo.collections import llm
     from nemo.lightning.ckpt_utils import ckpt_to_dir
-    from nemo.lightning.pytorch.optim import MegatronOptimizerModule, WarmupHoldAnnealScheduler
+    from nemo.lightning.pytorch.optim import (
+        MegatronOptimizerModule,
+        WarmupHoldAnnealScheduler,
+        WarmupHoldPolicyScheduler,
+    )
+
+    from trainer import freeze, throughput, validation
 
     seed_everything(recipe.seed, verbose=False)
     model = llm.Qwen2Model(llm.Qwen2Config(**recipe.model), tokenizer=tokenizer)
@@ -275,20 +326,22 @@ def run(recipe: Recipe, tokenizer: Any, *, mlflow_run_id: str, tracking_uri: str
     surplus = data_args.pop("mid_level_dataset_surplus")
     data = llm.PreTrainingDataModule(tokenizer=tokenizer, **data_args)
     data.build_kwargs["mid_level_dataset_surplus"] = surplus  # passed on to GPTDatasetConfig
-    optim = MegatronOptimizerModule(config=OptimizerConfig(**recipe.optimizer),
-                                    lr_scheduler=WarmupHoldAnnealScheduler(**recipe.scheduler))
+    data = validation.prepare(data)
+    sched = dict(recipe.scheduler)
+    kind = {"constant": WarmupHoldPolicyScheduler, "anneal": WarmupHoldAnnealScheduler}[sched.pop("kind")]
+    optim = MegatronOptimizerModule(config=OptimizerConfig(**recipe.optimizer), lr_scheduler=kind(**sched))
     trainer = nl.Trainer(strategy=nl.MegatronStrategy(**recipe.strategy),
                          plugins=nl.MegatronMixedPrecision(precision=recipe.precision),
                          **recipe.trainer)
+    # Added after construction: NeMo pickles the Trainer's arguments into every checkpoint's context,
+    # and a checkpoint must load without sailyard (NeMo unpickles only its own and framework classes).
+    trainer.callbacks[:0] = [*validation.callbacks(), *freeze.callbacks(recipe.trainable_layers),
+                             throughput.callback(recipe.model_args, gpu=recipe.trainer["accelerator"] == "gpu",
+                                                 **recipe.throughput)]
     checkpoint = nl.ModelCheckpoint(**recipe.checkpoint)
-    log = nl.NeMoLogger(explicit_log_dir=str(recipe.log_dir), ckpt=checkpoint,
-                        extra_loggers=[MLFlowLogger(run_id=mlflow_run_id, tracking_uri=tracking_uri)])
+    loggers = [MLFlowLogger(run_id=mlflow_run_id, tracking_uri=tracking_uri)] if mlflow_run_id else []
+    log = nl.NeMoLogger(explicit_log_dir=str(recipe.log_dir), ckpt=checkpoint, extra_loggers=loggers)
     restore = recipe.resume["restore_config"]
-    # A save killed half-way would make NeMo refuse to start; carry on from the newest complete one.
-    repaired = checkpoints.repair(Path(recipe.checkpoint["dirpath"]))
-    for name in repaired.set_aside:
-        print(f"train: checkpoint {name} was not finished (the run was stopped while saving it); set aside "
-              f"under {checkpoints.ASIDE}/", file=sys.stderr, flush=True)
     resume = nl.AutoResume(**{**recipe.resume,
                               "restore_config": nl.RestoreConfig(**restore) if restore else None})
 
@@ -308,22 +361,68 @@ def _checkpoint_dir(path: Path) -> Path:
 
 
 def pretrain(cfg: TrainConfig, *, config_file: Path | None = None) -> dict[str, Any]:
-    """setup → build_recipe → run, recorded in one MLflow run; returns the job summary fields."""
+    """setup → build_recipe → run, recorded in one MLflow run; returns the job summary fields.
+
+    Under torchrun or srun every rank runs this; only global rank 0 repairs and records the
+    checkpoint folder and talks to MLflow, the others wait for the folder to be ready and train.
+    """
     prepared = setup(cfg)
     cfg, blend = prepared.cfg, prepared.blend
-    recipe = build_recipe(cfg, blend, gpu=prepared.gpu)
-    checkpoints.check_identity(cfg.checkpoints, run_identity(cfg, blend))
+    recipe = build_recipe(cfg, blend, gpu=prepared.gpu, lineage=prepared.lineage)
+    if not checkpoints.is_rank_zero():
+        checkpoints.wait_until_repaired(cfg.checkpoints)
+        outcome = run(recipe, prepared.tokenizer, mlflow_run_id=None, tracking_uri=None)
+        return _summary(cfg, blend, outcome, mlrun=None)
+    checkpoints.check_identity(cfg.checkpoints, run_identity(cfg, blend, prepared.lineage))
+    # A save killed half-way would make NeMo refuse to start; carry on from the newest complete one.
+    repaired = checkpoints.repair(cfg.checkpoints)
+    for name in repaired.set_aside:
+        print(f"train: checkpoint {name} was not finished (the run was stopped while saving it); set aside "
+              f"under {checkpoints.ASIDE}/", file=sys.stderr, flush=True)
+    done = checkpoints.finished(cfg.checkpoints)
+    if done is not None and done["steps"] >= cfg.schedule.max_steps and (Path(done["checkpoint"]) / "weights").is_dir():
+        # Nothing left to train: NeMo would rebuild the data only to find no sample left to consume.
+        print(f"train: {cfg.name} already reached step {done['steps']} (max_steps {cfg.schedule.max_steps}); "
+              f"its final checkpoint is {done['checkpoint']}", file=sys.stderr, flush=True)
+        final = Path(done["checkpoint"])
+        summary = _summary(cfg, blend, Outcome(steps=done["steps"], final_train_loss=None, checkpoint=final,
+                                               resumed_from=final), mlrun=None)
+        return {**summary, "mlflow_run_id": done.get("mlflow_run_id")}
     with tracking.start_run(JOB, work_dir=cfg.work_dir, kind=JOB, params=cfg.to_dict()) as mlrun:
         mlrun.table_read(SHARD_MANIFEST, blend.manifest_path, blend.manifest_version)
-        mlrun.set_tags({"train.name": cfg.name, "shard_manifest_digest": blend.digest,
-                        "restore_from": cfg.restore_from,
-                        "accelerator": recipe.trainer["accelerator"]})
+        mlrun.set_tags({"train.name": cfg.name, "train.stage": cfg.data.stage,
+                        "shard_manifest_digest": blend.digest, "plan_digest": blend.plan_digest,
+                        "data_config": cfg.data.paths_file, "source_tables": ",".join(blend.sources),
+                        "restore_from": cfg.restore_from, "accelerator": recipe.trainer["accelerator"],
+                        "checkpoints": cfg.checkpoints, **lineage_tags(prepared.lineage)})
         mlrun.log_text(cfg.to_yaml(), "config/train.yaml")
+        if prepared.lineage is not None:
+            mlrun.log_dict(prepared.lineage, "lineage.json")
         if config_file is not None:
             mlrun.log_artifact(config_file, "config/source")
         outcome = run(recipe, prepared.tokenizer, mlflow_run_id=mlrun.run_id,
                       tracking_uri=tracking.tracking_uri(cfg.work_dir))
         mlrun.set_tags({"checkpoint": outcome.checkpoint, "resumed_from": outcome.resumed_from})
+        if outcome.checkpoint is not None and outcome.steps == cfg.schedule.max_steps:
+            checkpoints.mark_finished(cfg.checkpoints, steps=outcome.steps, checkpoint=outcome.checkpoint,
+                                      mlflow_run_id=mlrun.run_id, work_dir=cfg.work_dir)
+    return _summary(cfg, blend, outcome, mlrun=mlrun)
+
+
+def lineage_tags(lineage: dict[str, Any] | None) -> dict[str, Any]:
+    """The base model and its LlamaPro expansion as run tags (the whole record is lineage.json)."""
+    if not lineage:
+        return {}
+    expansion = lineage.get("expansion") or {}
+    tags = {"base_model": lineage.get("base_model"), "base_checkpoint": lineage.get("import")}
+    if expansion:
+        tags.update({"expansion.source": expansion.get("source"),
+                     "expansion.layers": f"{expansion.get('old_layers')}→{expansion.get('new_layers')}",
+                     "expansion.new_layers": ",".join(str(i) for i in expansion.get("new_layer_indices") or [])})
+    return tags
+
+
+def _summary(cfg: TrainConfig, blend: Blend, outcome: Outcome, *, mlrun: Any) -> dict[str, Any]:
     return {
         "run": cfg.name,
         "steps": outcome.steps,
@@ -334,19 +433,21 @@ def pretrain(cfg: TrainConfig, *, config_file: Path | None = None) -> dict[str, 
         "resumed_from": str(outcome.resumed_from) if outcome.resumed_from else None,
         "blend": blend.lang_weights,
         "shard_manifest_digest": blend.digest,
+        "plan_digest": blend.plan_digest,
         "tables": {},
-        "tables_read": dict(mlrun.tables_read),
-        "mlflow_run_id": mlrun.run_id,
+        "tables_read": dict(mlrun.tables_read) if mlrun is not None else {},
+        "mlflow_run_id": mlrun.run_id if mlrun is not None else None,
     }
 
 
-def run_identity(cfg: TrainConfig, blend: Blend) -> dict[str, Any]:
+def run_identity(cfg: TrainConfig, blend: Blend, lineage: dict[str, Any] | None = None) -> dict[str, Any]:
     """What this run's checkpoints are a run of: the data (the shard rows used, their blend, the
     plan that named them) and the model. A resume must match it (`checkpoints.check_identity`);
     the schedule may change (a longer `--max-steps` extends a run)."""
     return {"model": dataclasses.asdict(cfg.model), "shard_manifest_digest": blend.digest,
             "blend": {lang: round(w, 12) for lang, w in sorted(blend.lang_weights.items())},
-            "plan_digest": blend.plan_digest, "tokenizer": cfg.data.tokenizer, "seq_length": cfg.data.seq_length}
+            "plan_digest": blend.plan_digest, "tokenizer": cfg.data.tokenizer, "seq_length": cfg.data.seq_length,
+            "lineage": lineage, "train_only_new_blocks": cfg.train_only_new_blocks}
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -390,8 +491,14 @@ def stdout_to_stderr() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.pretrain",
                                      description="Pretrain a Qwen2 model with NeMo 2 on the lake's shards.")
-    parser.add_argument("--config", required=True, type=Path,
-                        help="YAML file; its `train:` section is used when it has one")
+    parser.add_argument("--config", type=Path,
+                        help="YAML file; its `train:` section is used when it has one (required without --plan)")
+    parser.add_argument("--stage", type=int, choices=(1, 2),
+                        help="with --plan: train this Sailor2 stage of the plan (stage 2 starts from stage 1)")
+    parser.add_argument("--plan", type=Path, help="a plan.yaml (`sailyard plan`) whose exported shards to train on")
+    parser.add_argument("--shards", type=Path,
+                        help="with --plan: the folder `export-shards --plan` wrote (default: found from the lake's "
+                             "shard manifest)")
     parser.add_argument("--max-steps", type=int, help="override schedule.max_steps")
     parser.add_argument("--work-dir", type=Path, help="override work_dir (checkpoints, MLflow, logs)")
     parser.add_argument("--launch", action="store_true",
@@ -401,8 +508,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="print what --launch would submit (the sbatch script or the local command) and "
                              "submit nothing")
     args = parser.parse_args(argv)
+    if (args.stage is None) != (args.plan is None):
+        parser.error("--stage and --plan go together")
+    if args.plan is None and args.config is None:
+        parser.error("--config is required (or --stage with --plan)")
+    if args.shards is not None and args.plan is None:
+        parser.error("--shards needs --plan")
 
     def work() -> dict[str, Any]:
+        if args.plan is not None:
+            from trainer.stages import train_stage
+
+            with stdout_to_stderr() if not args.dry_run else contextlib.nullcontext():
+                return train_stage(args.stage, args.plan, args.config, shards=args.shards, max_steps=args.max_steps,
+                                   work_dir=args.work_dir, launch=args.launch, dry_run=args.dry_run)
         if args.launch or args.dry_run:
             from trainer.launch import launch_file
 

@@ -8,6 +8,8 @@ a Delta table committed by delta-rs with the columns and the partitioning (by st
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
+import yaml
 
+from data_engine import lake as lake_io
 from data_engine.tables import SHARD_MANIFEST
 from data_engine.tokenizer import QWEN_EOD_ID, identity
 
@@ -98,3 +102,53 @@ def shard_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                  tokens=write_shard(prefix, docs=docs, seed=seed)))
     _write_manifest(lake, rows)
     return lake
+
+
+# --- a plan exported with Spark: its shards, manifest rows and per-stage NeMo data configs -----------
+
+SCHEMA = "doc_id string, lang string, text string, quality_score double"
+WORDS = {"tha": ["ภาษาไทย", "สวัสดี", "ข่าววันนี้", "ฝนตกหนัก", "กรุงเทพ"],
+         "vie": ["Văn bản", "Xin chào", "tự do", "Hà Nội", "mưa lớn"]}
+STAGE2 = [("tha", "replay", "stage1/tha", 0.1), ("vie", "replay", "stage1/vie", 0.1),
+          ("tha", "hq", "stage2-hq/tha", 0.5), ("vie", "hq", "stage2-hq/vie", 0.3)]
+
+def _digest(doc: dict[str, Any]) -> str:
+    rest = {k: v for k, v in doc.items() if k != "plan_digest"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":"),
+                                     ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def plan_export(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A two-language plan (tha, vie) exported by `export_plan`: stage 1 from docs_curated, stage 2
+    replaying it and adding the top half of docs_scored; returns root, lake, rows, plan, data configs."""
+    from data_engine.export.plan_export import export_plan
+
+    root = tmp_path_factory.mktemp("plan")
+    lake = str(root / "lake")
+    rows = [(hashlib.md5(f"{lang}{i}".encode()).hexdigest()[:10], lang,
+             " ".join(words[(i + k) % len(words)] for k in range(3 + i % 5)) + f" {i}", (i % 7) / 7)
+            for lang, words in WORDS.items() for i in range(30)]
+    lake_io.write_table(spark.createDataFrame(rows, SCHEMA), lake, "docs_scored", mode="error")
+    lake_io.write_table(spark.createDataFrame(rows, SCHEMA), lake, "docs_curated", mode="error")
+    doc: dict[str, Any] = {
+        "lake": lake, "tokenizer": "qwen2.5", "tokenizer_digest": identity("qwen2.5").digest,
+        "shards": {"stage1": {"table": "docs_curated", "version": 0, "langs": ["tha", "vie"], "top_percent": None},
+                   "stage2-hq": {"table": "docs_scored", "version": 0, "langs": ["tha", "vie"],
+                                 "top_percent": {"tha": 50, "vie": 50}}},
+        "stages": {"stage1": {"budget_tokens": 1000, "blend": [
+                       {"lang": "tha", "kind": "base", "prefix": "stage1/tha", "weight": 0.5},
+                       {"lang": "vie", "kind": "base", "prefix": "stage1/vie", "weight": 0.5}]},
+                   "stage2": {"budget_tokens": 200, "blend": [
+                       {"lang": lang, "kind": kind, "prefix": prefix, "weight": w}
+                       for lang, kind, prefix, w in STAGE2]}},
+    }
+    doc["plan_digest"] = _digest(doc)
+    plan = root / "plan.yaml"
+    plan.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    result = export_plan(spark, lake, str(root / "shards"), plan)
+    return {"root": root, "lake": lake, "rows": rows, "plan": plan, "shards": root / "shards", "stage2_blend": STAGE2,
+            "data_config": Path(result.data_configs["stage2"]),
+            "data_configs": {k: Path(v) for k, v in result.data_configs.items()}}
+
+

@@ -41,7 +41,7 @@ def test_tiny_yaml_mirrors_the_dataclasses_and_their_defaults(monkeypatch: pytes
     # The demo's few hundred documents per language need a larger validation share than the default.
     assert cfg.data == DataArgs(lake=REPO / "work" / "lake", split="90,10,0")
     assert cfg.work_dir == REPO / "work"
-    assert cfg.checkpoints == REPO / "work" / "checkpoints" / "tiny-stage1"
+    assert cfg.checkpoints == REPO / "work" / "checkpoints" / "tiny"
 
 
 def test_relative_paths_resolve_against_the_current_directory(tmp_path: Path,

@@ -8,7 +8,6 @@ blended datasets from it on the CPU (`build_pretraining_datamodule`, no Lightnin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -24,7 +23,7 @@ import yaml
 from data_engine import lake as lake_io
 from data_engine.errors import ConfigError
 from data_engine.export.manifest import manifest_digest
-from data_engine.tokenizer import QWEN_EOD_ID, identity, load_fast
+from data_engine.tokenizer import QWEN_EOD_ID, load_fast
 from trainer.config import TrainConfig
 from trainer.data import blend_from_data_config
 
@@ -98,12 +97,6 @@ def test_paths_file_in_the_train_config(tmp_path: Path, monkeypatch: pytest.Monk
 
 # --- end to end: export a plan, load its data config in NeMo ----------------------------------
 
-SCHEMA = "doc_id string, lang string, text string, quality_score double"
-WORDS = {"tha": ["ภาษาไทย", "สวัสดี", "ข่าววันนี้", "ฝนตกหนัก", "กรุงเทพ"],
-         "vie": ["Văn bản", "Xin chào", "tự do", "Hà Nội", "mưa lớn"]}
-STAGE2 = [("tha", "replay", "stage1/tha", 0.1), ("vie", "replay", "stage1/vie", 0.1),
-          ("tha", "hq", "stage2-hq/tha", 0.5), ("vie", "hq", "stage2-hq/vie", 0.3)]
-
 BUILD = r"""
 import json, os, sys
 from pathlib import Path
@@ -137,42 +130,6 @@ for name, ds in (("train", data._train_ds), ("validation", data._validation_ds))
                        if lab == prepared.tokenizer.eod]}
 Path(sys.argv[2]).write_text(json.dumps(out))
 """
-
-
-def _digest(doc: dict[str, Any]) -> str:
-    rest = {k: v for k, v in doc.items() if k != "plan_digest"}
-    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":"),
-                                     ensure_ascii=False).encode("utf-8")).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def plan_export(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from data_engine.export.plan_export import export_plan
-
-    root = tmp_path_factory.mktemp("plan")
-    lake = str(root / "lake")
-    rows = [(hashlib.md5(f"{lang}{i}".encode()).hexdigest()[:10], lang,
-             " ".join(words[(i + k) % len(words)] for k in range(3 + i % 5)) + f" {i}", (i % 7) / 7)
-            for lang, words in WORDS.items() for i in range(30)]
-    lake_io.write_table(spark.createDataFrame(rows, SCHEMA), lake, "docs_scored", mode="error")
-    lake_io.write_table(spark.createDataFrame(rows, SCHEMA), lake, "docs_curated", mode="error")
-    doc: dict[str, Any] = {
-        "lake": lake, "tokenizer": "qwen2.5", "tokenizer_digest": identity("qwen2.5").digest,
-        "shards": {"stage1": {"table": "docs_curated", "version": 0, "langs": ["tha", "vie"], "top_percent": None},
-                   "stage2-hq": {"table": "docs_scored", "version": 0, "langs": ["tha", "vie"],
-                                 "top_percent": {"tha": 50, "vie": 50}}},
-        "stages": {"stage1": {"budget_tokens": 1000, "blend": [
-                       {"lang": "tha", "kind": "base", "prefix": "stage1/tha", "weight": 0.5},
-                       {"lang": "vie", "kind": "base", "prefix": "stage1/vie", "weight": 0.5}]},
-                   "stage2": {"budget_tokens": 200, "blend": [
-                       {"lang": lang, "kind": kind, "prefix": prefix, "weight": w}
-                       for lang, kind, prefix, w in STAGE2]}},
-    }
-    doc["plan_digest"] = _digest(doc)
-    plan = root / "plan.yaml"
-    plan.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
-    result = export_plan(spark, lake, str(root / "shards"), plan)
-    return {"root": root, "lake": lake, "rows": rows, "data_config": Path(result.data_configs["stage2"])}
 
 
 def _free_port() -> int:
@@ -224,7 +181,7 @@ def test_the_exported_data_config_loads_in_nemo_pretraining_data_module(plan_exp
         assert got["eod_labels"] and all(m == 1.0 for m in got["eod_labels"])
         assert any(QWEN_EOD_ID in tokens for _, tokens in got["samples"])
     # the hq shards hold the top half by score; their tokens are the tokenizer's ids of those texts
-    hq_tha = prefixes[STAGE2.index(("tha", "hq", "stage2-hq/tha", 0.5))]
+    hq_tha = prefixes[plan_export["stage2_blend"].index(("tha", "hq", "stage2-hq/tha", 0.5))]
     top = sorted((r for r in plan_export["rows"] if r[1] == "tha"), key=lambda r: (-r[3], r[0]))[:15]
     ds = IndexedDataset(hq_tha)
     assert [ds[i].tolist() for i in range(len(ds))] == [

@@ -63,8 +63,8 @@ def test_sailor2_presets_have_the_papers_sizes_and_stage1_recipe(name: str) -> N
     assert cfg.data.global_batch_size == 1024
     s = cfg.schedule
     assert s.lr == 1e-4
-    assert int(s.warmup_ratio * s.max_steps) == 500  # NeMo's warmup steps: int(ratio · max_steps)
-    assert s.warmup_ratio + s.hold_ratio == 1  # held to the end: constant after warmup
+    assert s.warmup_steps == s.warmup == 500
+    assert s.constant  # held to the end: constant after warmup
     # the name's size: 0.99B, 8.55B and 19.2B parameters
     nominal = float(name.split("-")[1].rstrip("b"))
     assert params(*SAILOR2_SHAPES[name]) / 1e9 == pytest.approx(nominal, rel=0.1)

@@ -68,16 +68,66 @@ def test_gpu_recipe_keeps_nemo_defaults(tmp_path: Path) -> None:
     assert recipe.data["pin_memory"] is True
 
 
-def test_schedule(tmp_path: Path) -> None:
-    anneal = TrainConfig(work_dir=tmp_path, schedule=ScheduleArgs(
-        lr=1e-5, min_lr=1e-6, warmup_ratio=0.0, hold_ratio=0.5, decay="one_minus_square_root", max_steps=6))
-    assert build_recipe(anneal, blend(tmp_path), gpu=False).scheduler == {
-        "warmup_ratio": 0.0, "hold_ratio": 0.5, "max_steps": 6, "decay_schedule": "one_minus_square_root",
-        "min_lr": 1e-6}
-    # Warmup then constant (Sailor2 stage 1): the hold runs past the end, where NeMo would divide by 0.
-    constant = TrainConfig(work_dir=tmp_path)
-    assert constant.schedule.warmup_ratio + constant.schedule.hold_ratio == 1
-    assert build_recipe(constant, blend(tmp_path), gpu=False).scheduler["hold_ratio"] > 1
+def _rates(scheduler: dict, steps: int, lr: float) -> list[float]:
+    """The learning rate NeMo's scheduler built from `scheduler` gives at steps 0..steps (inclusive)."""
+    import torch
+    from nemo.lightning.pytorch.optim import WarmupHoldAnnealScheduler, WarmupHoldPolicyScheduler
+
+    args = dict(scheduler)
+    kind = {"constant": WarmupHoldPolicyScheduler, "anneal": WarmupHoldAnnealScheduler}[args.pop("kind")]
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = kind(**args).scheduler(None, optimizer)["lr_scheduler"]["scheduler"]
+    rates = []
+    for _ in range(steps + 1):  # Lightning steps it once more after the last optimizer step
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        sched.step()
+    return rates
+
+
+def test_constant_after_warmup_sailor2_stage1(tmp_path: Path) -> None:
+    """Stage 1: linear warmup over warmup_steps, then the peak to the end and one step past it."""
+    cfg = TrainConfig(work_dir=tmp_path, schedule=ScheduleArgs(lr=1e-4, min_lr=1e-5, warmup_steps=3, hold_ratio=1.0,
+                                                               max_steps=10))
+    scheduler = build_recipe(cfg, blend(tmp_path), gpu=False).scheduler
+    assert scheduler["kind"] == "constant"
+    expected = [1e-4 * (k + 1) / 4 for k in range(3)] + [1e-4] * 8  # NeMo's warmup: lr·(s+1)/(W+1)
+    assert _rates(scheduler, 10, 1e-4) == pytest.approx(expected, rel=1e-12)
+    # The tiny defaults (warmup_ratio 0.1 + hold_ratio 0.9) are constant too, with no division by zero.
+    assert build_recipe(TrainConfig(work_dir=tmp_path), blend(tmp_path), gpu=False).scheduler["kind"] == "constant"
+
+
+@pytest.mark.parametrize("decay", ["linear", "one_minus_square_root"])
+def test_stage2_anneal_decays_to_min_lr_at_the_end(tmp_path: Path, decay: str) -> None:
+    cfg = TrainConfig(work_dir=tmp_path, schedule=ScheduleArgs(lr=1e-5, min_lr=1e-6, warmup_ratio=0.0, hold_ratio=0.0,
+                                                               decay=decay, max_steps=8))
+    scheduler = build_recipe(cfg, blend(tmp_path), gpu=False).scheduler
+    assert scheduler["kind"] == "anneal"
+    rates = _rates(scheduler, 8, 1e-5)
+    if decay == "linear":
+        expected = [1e-5 - 9e-6 * s / 8 for s in range(9)]
+    else:
+        expected = [max(1e-6, 1e-5 * (1 - (s / 8) ** 0.5)) for s in range(9)]
+    assert rates == pytest.approx(expected, rel=1e-9)
+    assert rates[0] == pytest.approx(1e-5) and rates[-1] == pytest.approx(1e-6)
+
+
+def test_exact_warmup_and_hold_steps_reach_nemo(tmp_path: Path) -> None:
+    """NeMo's anneal scheduler takes ratios and truncates ratio × max_steps: 500 of 100,000 must stay 500."""
+    import torch
+    from nemo.lightning.pytorch.optim import WarmupHoldAnnealScheduler
+
+    cfg = TrainConfig(work_dir=tmp_path, schedule=ScheduleArgs(warmup_steps=500, hold_ratio=0.7, max_steps=100_000))
+    args = dict(build_recipe(cfg, blend(tmp_path), gpu=False).scheduler)
+    assert args.pop("kind") == "anneal"
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = WarmupHoldAnnealScheduler(**args).scheduler(None, optimizer)["lr_scheduler"]["scheduler"]
+    assert sched.warmup_steps == 500 and sched.hold_steps == 500 + 70_000
+    with pytest.raises(ConfigError, match="warmup_steps: must be 0 or more"):
+        TrainConfig(work_dir=tmp_path, schedule=ScheduleArgs(warmup_steps=-1)).validate()
+    # A preset's 500 warmup steps give way to a file's own warmup_ratio.
+    short = TrainConfig.from_dict({"preset": "sailor2-1b", "schedule": {"max_steps": 300, "warmup_ratio": 0.1}})
+    assert (short.schedule.warmup_steps, short.schedule.warmup) == (None, 30)
 
 
 def test_restore_from_gives_weights_only(tmp_path: Path) -> None:
@@ -85,7 +135,7 @@ def test_restore_from_gives_weights_only(tmp_path: Path) -> None:
     (ckpt / "weights").mkdir(parents=True)
     cfg = TrainConfig(name="stage2", work_dir=tmp_path, restore_from=ckpt)
     assert build_recipe(cfg, blend(tmp_path), gpu=False).resume["restore_config"] == {
-        "path": str(ckpt), "load_model_state": True, "load_optim_state": False}
+        "path": str(ckpt), "load_model_state": True, "load_optim_state": False, "load_artifacts": False}
 
 
 def test_resolve_checkpoint(tmp_path: Path) -> None:
