@@ -164,7 +164,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 #: The sections of a pipeline YAML (the dataclass fields of `trainer.pipeline.PipelineConfig`).
-PIPELINE_SECTIONS = ("ingest", "clean", "dedup", "quality", "score", "export", "tokens", "mixture")
+PIPELINE_SECTIONS = ("ingest", "clean", "dedup", "quality", "score", "export", "tokens", "mixture", "base_model")
 
 
 def section(path: str | Path | None, name: str, cls: type[T]) -> T:

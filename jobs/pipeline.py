@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"shards:      {summary['shards']}")
         if "expand" in jobs or "import_hf" in jobs:
             print(f"base model:  {jobs['base_model']['hf_dir']} → LlamaPro "
-                  f"{jobs.get('expand', {}).get('out', '(not expanded)')} → NeMo {jobs['import_hf']['out']}")
+                  f"{jobs.get('expand', {}).get('out', '(not expanded)')} → NeMo {jobs['import_hf']['checkpoint']}")
         for number, stage in sorted(stages.items()):
             reused = " (already trained on these exact shards; reused)" if stage.get("resumed_from") \
                 and stage.get("final_train_loss") is None else ""

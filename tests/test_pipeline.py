@@ -98,10 +98,10 @@ def test_demo_path_reconciles_stage_to_stage_plans_a_mixture_and_trains_on_the_p
         "mixture_fit", "mixture_search", "plan"]
     assert sum(1 for r in nested if r.info.run_name.startswith("proxy")) == 4
     # Training: LlamaPro 2 → 3 layers, imported, stage 1 from it on the plan's stage-1 shards.
-    assert jobs["expand"]["new_layer_indices"] == [1]
+    assert jobs["expand"]["new_layer_indices"] == [2]  # after layer 1 (⌊(i+1)·E/L⌋ − ⌊i·E/L⌋ copies after layer i)
     train = jobs["train_stage1"]
     assert train["status"] == "ok" and train["steps"] == 10 and train["final_train_loss"] > 0
-    assert train["restored_from"] == jobs["import_hf"]["out"] and train["plan_digest"] == plan["plan_digest"]
+    assert train["restored_from"] == jobs["import_hf"]["checkpoint"] and train["plan_digest"] == plan["plan_digest"]
     assert train["tables_read"] == {"shard_manifest": export["tables"]["shard_manifest"]}
     assert Path(train["checkpoint"]).is_dir()
     assert plan_run.info.run_id == train["parent_run_id"] and plan_run.data.tags["plan_digest"] == plan["plan_digest"]

@@ -312,7 +312,7 @@ def _imported(model_dir: Path, out: Path, seq_length: int) -> dict[str, Any]:
         if (done.get("source") == str(model_dir) and done.get("seq_length") == seq_length
                 and all((model_dir / n).is_file() and file_digest(model_dir / n) == d
                         for n, d in done.get("files", {}).items())):
-            return {"out": str(out), "reused": True}
+            return {"checkpoint": str(out), "reused": True}
     return _job("jobs.import_hf", "--model", str(model_dir), "--out", str(out), "--seq-length", str(seq_length),
                 "--overwrite")
 

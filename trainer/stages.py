@@ -88,6 +88,9 @@ def stage_config(number: int, plan_path: str | Path, config_file: str | Path | N
         (doc.get("schedule") or {}).pop("max_steps", None)
         doc = _overlay(_overlay(doc, STAGE2_DEFAULTS), stage2_doc)
         explicit = "max_steps" in (stage2_doc.get("schedule") or {})
+        if "restore_from" not in stage2_doc:
+            stage1 = stage_config(1, plan_path, config_file, shards=shards, work_dir=work_dir, local_files=local_files)
+            doc["restore_from"] = str(finished_checkpoint(stage1.cfg, local_files=local_files))
     source = f"{config_file or 'the default config'} ({name})"
     cfg = TrainConfig.from_dict(doc, where="train", source=source, local_files=False)
     base_name = cfg.name
@@ -107,9 +110,6 @@ def stage_config(number: int, plan_path: str | Path, config_file: str | Path | N
         max_steps = math.ceil(budget / (cfg.data.global_batch_size * cfg.data.seq_length))
     if max_steps is not None:
         cfg = dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule, max_steps=max_steps))
-    if number == 2 and "restore_from" not in stage2_doc:
-        stage1 = stage_config(1, plan_path, config_file, shards=shards, work_dir=work_dir, local_files=local_files)
-        cfg = dataclasses.replace(cfg, restore_from=finished_checkpoint(stage1.cfg, local_files=local_files))
     cfg.validate(source=source, local_files=local_files)
     return Stage(number=number, cfg=cfg, plan=plan, data_config=data_config, budget_tokens=budget,
                  steps_from=steps_from)

@@ -20,11 +20,11 @@ def test_demo_yaml_loads_and_defaults_run(tmp_path):
 def test_all_problems_are_reported_with_their_keys():
     with pytest.raises(ConfigError) as err:
         from_dict(PipelineConfig, {"dedup": {"stages": ["exact", "bogus"], "typo": 1},
-                                   "ingest": {"split_bytes": "big"}, "stage": 3}, source="p.yaml")
+                                   "ingest": {"split_bytes": "big"}, "work_dir": 3}, source="p.yaml")
     message = str(err.value)
     assert message.startswith("p.yaml: 4 problem(s)")
     for part in ("dedup.typo: unknown key", "unknown stage(s) ['bogus']", "ingest.split_bytes: expected int",
-                 "stage: expected str"):
+                 "work_dir: expected str"):
         assert part in message
 
 

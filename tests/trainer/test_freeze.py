@@ -1,29 +1,17 @@
-"""`train_only_new_blocks`: a LlamaPro-expanded Qwen2 trains its new layers and nothing else.
+"""The helpers of `trainer.freeze`, checked on real Megatron and torch objects.
 
-The real path end to end, on the CPU: a random 2-layer Qwen2 (hidden 64, the full Qwen vocabulary,
-which the shards' token ids need) is expanded to 4 layers by `trainer.expand.expand` (new layers
-1 and 3), imported by `trainer.convert.import_hf`, and trained by `python -m trainer.pretrain`
-restoring from the import, at a learning rate and weight decay that change whatever the optimizer
-holds; then resumed for two more steps. The checkpoints are compared with the import tensor by
-tensor. The helpers of `trainer.freeze` are checked on real Megatron and torch objects.
+The real run — an expanded, imported Qwen2 whose stage 2 trains only LlamaPro's new layers, then
+resumes with its optimizer state — is part of the two-stage chain in test_stages.py.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from test_expand import build, qwen2_config  # tests/trainer is on sys.path (no packages)
-from test_pretrain import REPO, config, launch
 
-from data_engine.tokenizer import QWEN_PADDED_VOCAB, tokenizer_dir
 from trainer import freeze
 
 NEW_LAYERS = (1, 3)  # LlamaPro's placement for 2 → 4: a copy after each original layer
@@ -110,115 +98,3 @@ def test_callbacks_for_the_switch():
     assert isinstance(callback, freeze.FreezeOutsideLayers) and callback.trainable == {1, 3}
     with pytest.raises(ValueError, match="at least one"):
         freeze.FreezeOutsideLayers(())
-
-
-# --- a real expanded, imported, frozen run ------------------------------------------------------
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SAILYARD_PARENT_RUN_ID")}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    return env
-
-
-def _import(hf_dir: Path, out: Path) -> None:
-    """`trainer.convert.import_hf` in its own process: NeMo's CPU patches are process-wide."""
-    code = ("import sys; from trainer.convert import import_hf; "
-            "import_hf(sys.argv[1], sys.argv[2], seq_length=64)")
-    proc = subprocess.run([sys.executable, "-c", code, str(hf_dir), str(out)], cwd=out.parent, env=_env(),
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-
-
-def _optimizer_keys(checkpoint: Path) -> list[str]:
-    from torch.distributed.checkpoint import FileSystemReader
-
-    meta = FileSystemReader(str(checkpoint / "weights")).read_metadata().state_dict_metadata
-    return sorted(k for k in meta if k.startswith("optimizer."))
-
-
-@pytest.fixture(scope="module")
-def frozen(tmp_path_factory: pytest.TempPathFactory, shard_lake: Path) -> dict[str, Any]:
-    from trainer.expand import count_parameters, expand, read_config
-
-    root = tmp_path_factory.mktemp("freeze")
-    base = build(root / "hf2", qwen2_config(vocab_size=QWEN_PADDED_VOCAB, num_hidden_layers=2))
-    for path in tokenizer_dir("qwen2.5").iterdir():  # the importer stores the tokenizer
-        shutil.copy(path, base)
-    record = expand(base, 4, root / "hf4")
-    assert tuple(record.new_layer_indices) == NEW_LAYERS
-    imported = root / "nemo4"
-    _import(root / "hf4", imported)
-    cfg = config("llamapro", shard_lake, root / "work", stage="stage1", max_steps=3, restore_from=str(imported),
-                 train_only_new_blocks=True, model={"num_layers": 4},
-                 schedule={"lr": 1e-2, "min_lr": 1e-3, "warmup_ratio": 0.0, "hold_ratio": 1.0})
-    first, stderr = launch(root, "llamapro", cfg)
-    first_ckpt = Path(first["checkpoint"])
-    weights_first = dict(model_tensors(first_ckpt))  # read before the resumed run prunes it
-    optimizer_first = _optimizer_keys(first_ckpt)
-    resumed, _ = launch(root, "llamapro", cfg, "--max-steps", "5")
-    return {"imported": imported, "first": first, "stderr": stderr, "weights_first": weights_first,
-            "optimizer_first": optimizer_first, "resumed": resumed,
-            "old_params": count_parameters(read_config(base)),
-            "new_params": count_parameters(read_config(root / "hf4"))}
-
-
-def model_tensors(checkpoint: Path) -> dict[str, torch.Tensor]:
-    """Every model tensor of a NeMo checkpoint (per-layer tensors are [num_layers, …])."""
-    from trainer.convert import CheckpointWeights
-
-    weights = CheckpointWeights(checkpoint)
-    return {key: weights[key] for key in weights}
-
-
-def _assert_only_new_layers_changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> None:
-    assert sorted(before) == sorted(after)
-    assert "embedding.word_embeddings.weight" in after and "output_layer.weight" in after  # untied
-    for key, old in before.items():
-        new = after[key]
-        if key.startswith("decoder.layers."):
-            assert new.shape[0] == 4, key
-            for layer in range(4):
-                same = torch.equal(old[layer], new[layer])
-                assert same == (layer not in NEW_LAYERS), f"{key} layer {layer}: {'unchanged' if same else 'changed'}"
-        else:  # embeddings, output layer, final norm
-            assert torch.equal(old, new), f"{key} changed"
-
-
-def test_only_the_new_layers_train(frozen: dict[str, Any]):
-    first = frozen["first"]
-    assert first["status"] == "ok" and first["steps"] == 3
-    assert first["restored_from"] == str(frozen["imported"])
-    imported = model_tensors(frozen["imported"])
-    _assert_only_new_layers_changed(imported, frozen["weights_first"])
-
-
-def test_the_split_is_logged(frozen: dict[str, Any]):
-    # 2 old layers + embeddings, output layer and final norm are frozen; the 2 new layers train.
-    trainable, frozen_count = frozen["new_params"] - frozen["old_params"], frozen["old_params"]
-    assert trainable == 74_240 and frozen_count == 19_522_112
-    assert (f"freeze: {trainable:,} parameters train (0.38%), {frozen_count:,} frozen; training decoder layers "
-            "1, 3 (0-based)") in frozen["stderr"]
-
-
-def test_the_optimizer_holds_only_the_new_layers(frozen: dict[str, Any]):
-    keys = frozen["optimizer_first"]
-    assert keys and all(OPTIMIZER_KEY.match(k) for k in keys), keys
-    assert {int(OPTIMIZER_KEY.match(k).group(2)) for k in keys} == set(NEW_LAYERS)
-    # exp_avg and exp_avg_sq of the 7 tensors of each of the 2 new layers
-    assert len(keys) == 2 * 7 * len(NEW_LAYERS)
-
-
-def test_a_frozen_run_resumes_with_its_optimizer_state(frozen: dict[str, Any]):
-    first, resumed = frozen["first"], frozen["resumed"]
-    assert resumed["status"] == "ok" and resumed["steps"] == 5
-    assert resumed["resumed_from"] == first["checkpoint"]
-    last = Path(resumed["checkpoint"])
-    after = model_tensors(last)
-    _assert_only_new_layers_changed(model_tensors(frozen["imported"]), after)
-    _assert_only_new_layers_changed(frozen["weights_first"], after)  # and they kept training
-    assert _optimizer_keys(last) == frozen["optimizer_first"]
-    # Megatron keeps Adam's step in the checkpoint's common state: 3 steps loaded + 2 taken (a fresh
-    # optimizer would say 2).
-    common = torch.load(last / "weights" / "common.pt", weights_only=False)
-    assert float(common["optimizer"][0]["state"]["common_step"]) == 5

@@ -1,8 +1,10 @@
 """`sailyard train --stage 1|2 --plan plan.yaml`: Sailor2's two stages from an exported plan.
 
 The plan is exported by Spark (`plan_export` in conftest.py). The resolution tests need no NeMo; the
-chain test runs the commands a user types, each in its own process: a random Qwen2 expanded by
-LlamaPro 2 → 3 layers, imported into NeMo, stage 1 from it, stage 2 from stage 1, export to HF.
+chain runs the commands a user types, each in its own process: a random Qwen2 (hidden 64, the full
+Qwen vocabulary) expanded by LlamaPro 2 → 4 layers (new: 1 and 3), imported into NeMo, stage 1 from it
+(every parameter), stage 2 from stage 1 training only the new layers (`train_only_new_blocks`), that
+stage resumed with a longer `--max-steps`, and the result exported to Hugging Face.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
 from data_engine.errors import ConfigError
@@ -104,13 +108,34 @@ def test_a_missing_export_or_another_plans_export_is_named(plan_export: dict[str
 # --- the chain, as a user runs it ---------------------------------------------------------------------
 
 
-def _run(tmp: Path, *args: str, ok: bool = True) -> dict[str, Any]:
+NEW_LAYERS = (1, 3)  # LlamaPro's placement for 2 → 4: a copy after each original layer
+OPTIMIZER_KEY = re.compile(r"^optimizer\.state\.(exp_avg|exp_avg_sq)\.module\.decoder\.layers\.(\d+)\.")
+
+
+def _run(tmp: Path, *args: str, ok: bool = True, stderr: list[str] | None = None) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SAILYARD_PARENT_RUN_ID")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, "-m", *args], cwd=tmp, env=env, capture_output=True, text=True,
                           timeout=600)
     assert (proc.returncode == 0) == ok, proc.stderr[-4000:]
+    if stderr is not None:
+        stderr.append(proc.stderr)
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def model_tensors(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """Every model tensor of a NeMo checkpoint (per-layer tensors are [num_layers, …])."""
+    from trainer.convert import CheckpointWeights
+
+    weights = CheckpointWeights(checkpoint)
+    return {key: weights[key] for key in weights}
+
+
+def optimizer_keys(checkpoint: Path) -> list[str]:
+    from torch.distributed.checkpoint import FileSystemReader
+
+    meta = FileSystemReader(str(checkpoint / "weights")).read_metadata().state_dict_metadata
+    return sorted(k for k in meta if k.startswith("optimizer."))
 
 
 @pytest.fixture(scope="module")
@@ -120,48 +145,99 @@ def chain(plan_export: dict[str, Any], tmp_path_factory: pytest.TempPathFactory)
 
     tmp = tmp_path_factory.mktemp("chain")
     base = write_random_qwen2(tmp / "base", ModelArgs(num_layers=2, seq_length=32), seed=3)
-    expanded = _run(tmp, "jobs.expand", "--model", str(base), "--to-layers", "3", "--out", str(tmp / "expanded"))
+    expanded = _run(tmp, "jobs.expand", "--model", str(base), "--to-layers", "4", "--out", str(tmp / "expanded"))
     imported = _run(tmp, "jobs.import_hf", "--model", str(tmp / "expanded"), "--out", str(tmp / "nemo"),
                     "--seq-length", "32")
     hf_config = json.loads((tmp / "expanded" / "config.json").read_text())
     work = tmp / "work"
     train = _train_doc(work, restore_from=str(tmp / "nemo"), model=vars(model_args(hf_config, seq_length=32)),
                        data={"global_batch_size": 2}, schedule={"max_steps": 3, "warmup_steps": 1})
-    config = _config(tmp / "train.yaml", train, {"schedule": {"max_steps": 2}})
-    plan = str(plan_export["plan"])
-    early = _run(tmp, "trainer.pretrain", "--stage", "2", "--plan", plan, "--config", str(config), ok=False)
-    s1 = _run(tmp, "trainer.pretrain", "--stage", "1", "--plan", plan, "--config", str(config))
-    s2 = _run(tmp, "trainer.pretrain", "--stage", "2", "--plan", plan, "--config", str(config))
-    export = _run(tmp, "jobs.export_hf", "--checkpoint", s2["checkpoint"], "--out", str(tmp / "hf"))
+    # Stage 2 at a rate that moves whatever the optimizer holds (weight decay included) in two steps.
+    config = _config(tmp / "train.yaml", train, {"train_only_new_blocks": True,
+                                                 "schedule": {"max_steps": 2, "lr": 1e-3, "min_lr": 1e-4}})
+    plan, logs = str(plan_export["plan"]), []
+    stage = ["trainer.pretrain", "--plan", plan, "--config", str(config), "--stage"]
+    early = _run(tmp, *stage, "2", ok=False)
+    s1 = _run(tmp, *stage, "1")
+    s2 = _run(tmp, *stage, "2", stderr=logs)
+    s2_weights, s2_optimizer = model_tensors(Path(s2["checkpoint"])), optimizer_keys(Path(s2["checkpoint"]))
+    extended = _run(tmp, *stage, "2", "--max-steps", "3")  # resumes stage 2, optimizer state included
+    export = _run(tmp, "jobs.export_hf", "--checkpoint", extended["checkpoint"], "--out", str(tmp / "hf"))
     return {"tmp": tmp, "work": work, "expanded": expanded, "imported": imported, "early": early, "s1": s1,
-            "s2": s2, "export": export}
+            "s2": s2, "s2_log": logs[0], "s2_weights": s2_weights, "s2_optimizer": s2_optimizer,
+            "extended": extended, "export": export}
+
+
+def _assert_only_new_layers_changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> None:
+    assert sorted(before) == sorted(after)
+    assert "embedding.word_embeddings.weight" in after and "output_layer.weight" in after  # untied
+    for key, old in before.items():
+        new = after[key]
+        if key.startswith("decoder.layers."):
+            assert new.shape[0] == 4, key
+            for layer in range(4):
+                same = torch.equal(old[layer], new[layer])
+                assert same == (layer not in NEW_LAYERS), f"{key} layer {layer}: {'unchanged' if same else 'changed'}"
+        else:  # embeddings, output layer, final norm
+            assert torch.equal(old, new), f"{key} changed"
 
 
 def test_stage1_starts_from_the_import_and_stage2_from_stage1(chain: dict[str, Any]) -> None:
     early, s1, s2 = chain["early"], chain["s1"], chain["s2"]
+    assert tuple(chain["expanded"]["new_layer_indices"]) == NEW_LAYERS
     assert early["status"] == "error" and "has not finished" in early["error"]
     assert (s1["stage"], s1["steps"], s1["steps_from"]) == (1, 3, "config")
     assert s1["restored_from"] == str(chain["tmp"] / "nemo")
     assert (s2["stage"], s2["steps"]) == (2, 2)
     assert s2["restored_from"] == s1["checkpoint"]  # stage 1's final weights, a fresh optimizer
     assert s1["plan_digest"] == s2["plan_digest"] and s1["parent_run_id"] == s2["parent_run_id"]
+    # Stage 1 trained every parameter: the new blocks are no longer LlamaPro's identity.
+    imported, trained = model_tensors(chain["tmp"] / "nemo"), model_tensors(Path(s1["checkpoint"]))
+    assert all(not torch.equal(imported[k], trained[k]) for k in imported)
     # Rerunning a finished stage trains nothing more and keeps its place.
     again = _run(chain["tmp"], "trainer.pretrain", "--stage", "1", "--plan", s1["plan"], "--config",
                  str(chain["tmp"] / "train.yaml"))
     assert again["steps"] == 3 and again["resumed_from"] == s1["checkpoint"]
 
 
+def test_stage2_trains_only_the_new_blocks(chain: dict[str, Any]) -> None:
+    stage1 = model_tensors(Path(chain["s1"]["checkpoint"]))
+    _assert_only_new_layers_changed(stage1, chain["s2_weights"])
+    # The optimizer holds exp_avg and exp_avg_sq of the 7 tensors of each new layer, nothing else.
+    keys = chain["s2_optimizer"]
+    assert keys and all(OPTIMIZER_KEY.match(k) for k in keys), keys
+    assert {int(OPTIMIZER_KEY.match(k).group(2)) for k in keys} == set(NEW_LAYERS)
+    assert len(keys) == 2 * 7 * len(NEW_LAYERS)
+    # 2 old layers, embeddings, output layer and final norm frozen (config arithmetic by hand).
+    h, f, v, kv = 64, 128, 151936, 32
+    layer = h * (h + 2 * kv) + (h + 2 * kv) + h * h + 3 * h * f + 2 * h
+    assert (f"freeze: {2 * layer:,} parameters train ({2 * layer / (4 * layer + 2 * v * h + h):.2%}), "
+            f"{2 * layer + 2 * v * h + h:,} frozen; training decoder layers 1, 3 (0-based)") in chain["s2_log"]
+
+
+def test_a_frozen_stage_resumes_with_its_optimizer_state(chain: dict[str, Any]) -> None:
+    s2, extended = chain["s2"], chain["extended"]
+    assert extended["steps"] == 3 and extended["resumed_from"] == s2["checkpoint"]
+    last = Path(extended["checkpoint"])
+    after = model_tensors(last)
+    _assert_only_new_layers_changed(model_tensors(Path(chain["s1"]["checkpoint"])), after)
+    _assert_only_new_layers_changed(chain["s2_weights"], after)  # and they kept training
+    assert optimizer_keys(last) == chain["s2_optimizer"]
+    # Adam's step in the checkpoint's common state: 2 loaded + 1 taken (a fresh optimizer would say 1).
+    common = torch.load(last / "weights" / "common.pt", weights_only=False)
+    assert float(common["optimizer"][0]["state"]["common_step"]) == 3
+
+
 def test_the_exported_model_is_the_trained_expansion(chain: dict[str, Any]) -> None:
-    import torch
     from transformers import AutoModelForCausalLM
 
-    new = chain["expanded"]["new_layer_indices"]
-    assert len(new) == 1
     model = AutoModelForCausalLM.from_pretrained(chain["tmp"] / "hf", dtype=torch.float32)
-    assert model.config.num_hidden_layers == 3
-    # LlamaPro's new block starts as the identity (zero output projections); training moved it.
-    o_proj = model.model.layers[new[0]].self_attn.o_proj.weight
-    assert o_proj.abs().max() > 0
+    assert model.config.num_hidden_layers == 4
+    # LlamaPro's new blocks start as the identity (zero output projections); training moved them.
+    for i in NEW_LAYERS:
+        assert model.model.layers[i].self_attn.o_proj.weight.abs().max() > 0
+    trained = model_tensors(Path(chain["extended"]["checkpoint"]))
+    assert torch.equal(model.model.embed_tokens.weight, trained["embedding.word_embeddings.weight"])
     assert chain["export"]["hf_model_logged"] is True
 
 
@@ -177,24 +253,24 @@ def test_mlflow_shows_the_chain(chain: dict[str, Any]) -> None:
     assert parent.data.tags["table.docs_curated"] == "v0" and parent.data.tags["table.docs_scored"] == "v0"
     children = {r.info.run_id: r for r in client.search_runs(
         [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")}
-    assert sorted(r.info.run_name for r in children.values()) == ["export_hf", "train", "train"]
+    assert sorted(r.info.run_name for r in children.values()) == ["export_hf", "train", "train", "train"]
     run1, run2 = children[s1["mlflow_run_id"]], children[s2["mlflow_run_id"]]
     for run, stage in ((run1, "stage1"), (run2, "stage2")):
         tags = run.data.tags
         assert tags["train.stage"] == stage and tags["plan_digest"] == s1["plan_digest"]
-        assert tags["expansion.layers"] == "2→3"
+        assert tags["expansion.layers"] == "2→4"
         assert tags["expansion.new_layers"] == ",".join(map(str, chain["expanded"]["new_layer_indices"]))
         assert tags["base_model"] == str(chain["tmp"] / "expanded")
         assert tags["checkpoint"] and tags["shard_manifest_digest"]
     assert run1.data.tags["source_tables"] == "docs_curated@v0"
     assert run2.data.tags["source_tables"] == "docs_curated@v0,docs_scored@v0"
-    assert run2.data.params["schedule.lr"] == "1e-05"
+    assert run2.data.params["schedule.lr"] == "0.001" and run2.data.params["train_only_new_blocks"] == "True"
     lr = [m.value for m in sorted(client.get_metric_history(run2.info.run_id, "lr"), key=lambda m: m.step)]
-    assert lr[0] == pytest.approx(1e-5) and lr[-1] < lr[0]  # stage 2 decays
+    assert lr[0] == pytest.approx(1e-3) and lr[-1] < lr[0]  # stage 2 decays
     assert client.get_metric_history(run1.info.run_id, "tokens_per_sec")
     assert client.get_metric_history(run1.info.run_id, "grad_norm")
     (export,) = [r for r in children.values() if r.info.run_name == "export_hf"]
-    assert export.data.tags["train_run_id"] == s2["mlflow_run_id"]
+    assert export.data.tags["train_run_id"] == chain["extended"]["mlflow_run_id"]
     assert [f.path for f in client.list_artifacts(export.info.run_id)] == ["hf_model"]
 
 
