@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "expand": ("jobs.expand", "LlamaPro block expansion of a Hugging Face Qwen2/Llama checkpoint"),
     "import-hf": ("jobs.import_hf", "a Hugging Face Qwen2 checkpoint → a NeMo checkpoint (every tensor accounted for)"),
     "export-hf": ("jobs.export_hf", "a NeMo checkpoint → a Hugging Face Qwen2 checkpoint"),
-    "train": ("trainer.pretrain", "NeMo pretraining: a plan's stage (--stage 1|2 --plan) or a config (--launch/--dry-run)"),
+    "train": ("trainer.pretrain", "NeMo pretraining: a plan's stage (--stage 1|2 --plan) or a config; --launch"),
     "report": ("jobs.report", "per-stage, per-language counts of a lake"),
     "vacuum": ("jobs.vacuum", "delete files no table version needs (and dead writers' leftovers)"),
     "sample": ("jobs.sample", "write the bundled sample corpus to a folder"),
