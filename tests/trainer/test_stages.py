@@ -264,7 +264,7 @@ def test_mlflow_shows_the_chain(chain: dict[str, Any]) -> None:
         assert tags["checkpoint"] and tags["shard_manifest_digest"]
     assert run1.data.tags["source_tables"] == "docs_curated@v0"
     assert run2.data.tags["source_tables"] == "docs_curated@v0,docs_scored@v0"
-    assert run2.data.params["schedule.lr"] == "0.001" and run2.data.params["train_only_new_blocks"] == "True"
+    assert run2.data.params["schedule.lr"] == "0.001" and run2.data.params["train_only_new_blocks"] == "true"
     lr = [m.value for m in sorted(client.get_metric_history(run2.info.run_id, "lr"), key=lambda m: m.step)]
     assert lr[0] == pytest.approx(1e-3) and lr[-1] < lr[0]  # stage 2 decays
     assert client.get_metric_history(run1.info.run_id, "tokens_per_sec")
