@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from trainer.convert import ExportRecord
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_job("export_hf", work)
 
 
-def track_export(rec: object, *, max_artifact_bytes: int) -> dict:
+def track_export(rec: ExportRecord, *, max_artifact_bytes: int) -> dict:
     """Log the export beside the training run that wrote the checkpoint; nothing when none did."""
     from pathlib import Path
 

@@ -15,6 +15,7 @@ starts; what a config asks of the machine (GPUs) is checked where it runs (`mach
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import typing
@@ -419,12 +420,19 @@ def _apply_preset(doc: Any, where: str, problems: list[str]) -> Any:
         merged["schedule"]["warmup_steps"] = None
         if "hold_ratio" not in schedule and isinstance(schedule["warmup_ratio"], int | float):
             merged["schedule"]["hold_ratio"] = max(0.0, 1.0 - schedule["warmup_ratio"])
-    for key, value in doc.items():
-        if key in SECTIONS and isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = {**merged[key], **value}
+    return overlay(merged, doc)
+
+
+def overlay(doc: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` laid on `doc`: the nested sections (model, data, schedule, parallel) key by key, other
+    keys replaced. Neither input is changed (a preset under a file, stage 2's section over stage 1's)."""
+    out = copy.deepcopy(dict(doc))
+    for key, value in over.items():
+        if key in SECTIONS and isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = {**out[key], **copy.deepcopy(dict(value))}
         else:
-            merged[key] = value
-    return merged
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def _plain(obj: Any) -> Any:

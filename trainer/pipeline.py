@@ -288,30 +288,29 @@ def _expanded(base: Path, layers: int, out: Path) -> dict[str, Any]:
     record = out / "expansion.json"
     if record.is_file():
         done = json.loads(record.read_text(encoding="utf-8"))
-        if done.get("source") == str(base) and done.get("new_layers") == layers and _same_inputs(base, done):
+        if (done.get("source") == str(base) and done.get("new_layers") == layers
+                and _same_files(base, done.get("input_sha256"))):
             return {"out": str(out), "reused": True, "new_layer_indices": done["new_layer_indices"]}
         shutil.rmtree(out)
     return _job("jobs.expand", "--model", str(base), "--to-layers", str(layers), "--out", str(out))
 
 
-def _same_inputs(base: Path, record: dict[str, Any]) -> bool:
+def _same_files(root: Path, digests: dict[str, str] | None) -> bool:
+    """Whether `root` still holds the files a record hashed (name → sha256), unchanged."""
     from data_engine.digests import file_digest
 
-    digests = record.get("input_sha256") or {}
-    return bool(digests) and all((base / name).is_file() and file_digest(base / name) == digest
+    return bool(digests) and all((root / name).is_file() and file_digest(root / name) == digest
                                  for name, digest in digests.items())
 
 
 def _imported(model_dir: Path, out: Path, seq_length: int) -> dict[str, Any]:
-    from data_engine.digests import file_digest
     from trainer.convert import IMPORT_RECORD
 
     record = out / IMPORT_RECORD
     if record.is_file():
         done = json.loads(record.read_text(encoding="utf-8"))
         if (done.get("source") == str(model_dir) and done.get("seq_length") == seq_length
-                and all((model_dir / n).is_file() and file_digest(model_dir / n) == d
-                        for n, d in done.get("files", {}).items())):
+                and _same_files(model_dir, done.get("files"))):
             return {"checkpoint": str(out), "reused": True}
     return _job("jobs.import_hf", "--model", str(model_dir), "--out", str(out), "--seq-length", str(seq_length),
                 "--overwrite")

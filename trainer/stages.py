@@ -34,7 +34,7 @@ from data_engine.config import read_yaml
 from data_engine.errors import ConfigError
 from data_engine.export.plan_export import DATA_CONFIG_SUFFIX, Plan, read_plan
 from trainer import checkpoints
-from trainer.config import SECTIONS, TrainConfig
+from trainer.config import DataArgs, TrainConfig, overlay
 
 STAGES = (1, 2)
 #: Stage 2's schedule unless the `stage2:` section says otherwise: Sailor2 anneals at 1e-5 on the
@@ -59,10 +59,15 @@ class Stage:
 
     @property
     def planned_steps(self) -> int | None:
-        """The plan's budget in optimizer steps (rounded up), whatever the run was told."""
-        if not self.budget_tokens:
-            return None
-        return math.ceil(self.budget_tokens / (self.cfg.data.global_batch_size * self.cfg.data.seq_length))
+        """The plan's budget in optimizer steps, whatever the run was told."""
+        return budget_steps(self.budget_tokens, self.cfg.data)
+
+
+def budget_steps(budget_tokens: int | None, data: DataArgs) -> int | None:
+    """A token budget in optimizer steps of `data`'s batch (rounded up); None without a budget."""
+    if not budget_tokens:
+        return None
+    return math.ceil(budget_tokens / (data.global_batch_size * data.seq_length))
 
 
 def stage_config(number: int, plan_path: str | Path, config_file: str | Path | None = None, *,
@@ -86,7 +91,7 @@ def stage_config(number: int, plan_path: str | Path, config_file: str | Path | N
     if number == 2:
         doc.pop("restore_from", None)  # stage 1's base model; stage 2 starts from stage 1
         (doc.get("schedule") or {}).pop("max_steps", None)
-        doc = _overlay(_overlay(doc, STAGE2_DEFAULTS), stage2_doc)
+        doc = overlay(overlay(doc, STAGE2_DEFAULTS), stage2_doc)
         explicit = "max_steps" in (stage2_doc.get("schedule") or {})
         if "restore_from" not in stage2_doc:
             stage1 = stage_config(1, plan_path, config_file, shards=shards, work_dir=work_dir, local_files=local_files)
@@ -107,7 +112,7 @@ def stage_config(number: int, plan_path: str | Path, config_file: str | Path | N
         if not budget:
             raise ConfigError(f"plan {plan.path}: {name} has no budget_tokens; give the stage's schedule.max_steps "
                               "or --max-steps")
-        max_steps = math.ceil(budget / (cfg.data.global_batch_size * cfg.data.seq_length))
+        max_steps = budget_steps(budget, cfg.data)
     if max_steps is not None:
         cfg = dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule, max_steps=max_steps))
     cfg.validate(source=source, local_files=local_files)
@@ -134,17 +139,6 @@ def read_sections(config_file: str | Path | None) -> tuple[dict[str, Any], dict[
         if not isinstance(value, Mapping):
             raise ConfigError(f"{config_file}: {key}: expected a mapping, got {type(value).__name__}")
     return dict(train), dict(stage2)
-
-
-def _overlay(doc: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """`over` laid on `doc`: nested sections (model, data, schedule, parallel) key by key."""
-    out = copy.deepcopy(dict(doc))
-    for key, value in over.items():
-        if key in SECTIONS and isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = {**out[key], **value}
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def find_data_config(plan: Plan, stage: str, lake: str | Path, shards: str | Path | None) -> Path:
@@ -275,7 +269,7 @@ def _launch(stage: Stage, args: Any, config_file: str | Path | None, *, dry_run:
 
     cfg = stage.cfg
     # The paths the plan and stage 1 supplied count as given (they are absolute, resolved here).
-    train_doc = _overlay(read_sections(config_file)[0], {
+    train_doc = overlay(read_sections(config_file)[0], {
         "work_dir": str(cfg.work_dir), "restore_from": str(cfg.restore_from) if cfg.restore_from else None,
         "data": {"lake": str(cfg.data.lake), "paths_file": str(cfg.data.paths_file)}})
     problems = launch_problems(args, cfg, train_doc)
