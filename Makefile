@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml requirements.lock scripts/spark-tool-wrapper scripts/in
 
 # Re-resolve requirements.lock after changing pyproject.toml (NeMo's known-good set as constraints).
 lock:
-	$(BIN)/uv pip compile pyproject.toml --extra data --extra train --extra dev \
+	$(BIN)/uv pip compile pyproject.toml --extra data --extra train --extra eval --extra dev \
 	  -c constraints/nemo-cpu.txt --override constraints/overrides.txt --python-version 3.11.7 \
 	  $(TORCH_SOURCE) --no-header --no-annotate -o requirements.lock
 
