@@ -44,11 +44,31 @@ class SampleStats:
     near_copies: int = 0
 
 
-def load_udhr(lang: str) -> list[list[str]]:
-    """The UDHR of `lang` as sections (preamble, articles), each a list of paragraphs."""
-    data = json.loads(resources.files("data_engine").joinpath("resources", "udhr", f"{lang}.json")
+#: The UDHR's last sections (articles 26–30) are never training text: the shipped eval suite's held-out
+#: paragraphs (eval `udhr` tasks) come from them, so the sample corpus, the demo's positives and the
+#: labelled dedup sets all stop before them.
+HELDOUT_SECTIONS = 5
+
+
+def udhr_document(lang: str) -> dict[str, Any]:
+    return json.loads(resources.files("data_engine").joinpath("resources", "udhr", f"{lang}.json")
                       .read_text(encoding="utf-8"))
-    return [s["paragraphs"] for s in data["sections"]]
+
+
+def udhr_sections(lang: str, *, heldout: bool = False) -> list[dict[str, Any]]:
+    """The UDHR of `lang` as its sections ({title, paragraphs}): the training part, or the held-out one."""
+    sections = udhr_document(lang)["sections"]
+    return sections[-HELDOUT_SECTIONS:] if heldout else sections[:-HELDOUT_SECTIONS]
+
+
+def load_udhr(lang: str) -> list[list[str]]:
+    """The training part of `lang`'s UDHR as sections (preamble, articles), each a list of paragraphs."""
+    return [s["paragraphs"] for s in udhr_sections(lang)]
+
+
+def heldout_udhr(lang: str) -> list[list[str]]:
+    """The held-out sections of `lang`'s UDHR: evaluation text no sample document contains."""
+    return [s["paragraphs"] for s in udhr_sections(lang, heldout=True)]
 
 
 def _page(rng: random.Random, sections: list[list[str]], site: str) -> str:

@@ -17,12 +17,11 @@ import random
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from data_engine.dedup.shingles import ShingleSpec, jaccard, shingle_sets
 from data_engine.langs import LANGS, SPACELESS
-from data_engine.sample.corpus import load_udhr
+from data_engine.sample.corpus import load_udhr, udhr_document, udhr_sections
 
 _BOILERPLATE = ["Home | News | Contact", "Subscribe to our newsletter", "© 2024 All rights reserved.",
                 "Share: Facebook | Twitter", "Read more articles"]
@@ -215,12 +214,10 @@ def real_documents(lang: str, *, sib_dir: str | Path | None = None, seed: int = 
     page (≈ 100–500 words). Headings
     without punctuation and lines ending in `;` or `:` are kept as they are: they are real text.
     """
-    import json
 
     rng = random.Random(f"{seed}-{lang}")
-    data = json.loads(resources.files("data_engine").joinpath("resources", "udhr", f"{lang}.json")
-                      .read_text(encoding="utf-8"))
-    sections = [(s.get("title") or "", s["paragraphs"]) for s in data["sections"] if s["paragraphs"]]
+    data = udhr_document(lang)
+    sections = [(s.get("title") or "", s["paragraphs"]) for s in udhr_sections(lang) if s["paragraphs"]]
     # the preamble (its clauses end in `;` or `,` in most languages) is a page of its own
     target = 0
     pages = [[(data.get("title") or "", []), sections[0]]]
