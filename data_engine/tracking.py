@@ -24,6 +24,12 @@ PARENT_ENV = "SAILYARD_PARENT_RUN_ID"
 EXPERIMENT_ENV = "SAILYARD_EXPERIMENT"
 DEFAULT_EXPERIMENT = "sailyard"
 _PARAM_MAX = 6000  # MLflow rejects longer param values
+# What the experiment holds: runs with metrics, not GenAI traces. MLflow's UI reads this tag to pick
+# the experiment's view when its workflow switch is off; MLflow 3.17's UI has the switch on and
+# follows the `workflowType` URL parameter instead (`UI_QUERY`), so the URLs below carry both.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+UI_QUERY = "workflowType=machine_learning"
 
 
 def tracking_uri(work_dir: str | Path) -> str:
@@ -143,17 +149,45 @@ def _location(path: str | Path) -> str:
 
 
 def _experiment_id(client: Any, work_dir: str | Path) -> str:
+    """The experiment's id, created on first use; a store made before the kind tag existed gets it
+    here, so its experiment too opens on runs in the UI."""
     name = os.environ.get(EXPERIMENT_ENV, DEFAULT_EXPERIMENT)
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location(work_dir))
-    except Exception:  # another process created it first
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    if exp is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location(work_dir),
+                                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        except Exception:  # another process created it first
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if EXPERIMENT_KIND_TAG not in exp.tags:  # a user's own choice of kind is left alone
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return exp.experiment_id
+
+
+def experiment(work_dir: str | Path) -> str:
+    """The id of this work dir's experiment, created (or given its kind) if need be: what the UI opens."""
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema-migration chatter on first use
+    uri = tracking_uri(work_dir)
+    with _store_lock(uri):
+        return _experiment_id(MlflowClient(tracking_uri=uri, registry_uri=uri), work_dir)
+
+
+def experiment_url(base_url: str, experiment_id: str) -> str:
+    """The experiment's runs table in the MLflow UI: `<base>/#/experiments/<id>/runs?workflowType=…`.
+    Without the parameter MLflow 3.17 opens every experiment on its GenAI traces overview."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{UI_QUERY}"
+
+
+def run_url(base_url: str, experiment_id: str, run_id: str) -> str:
+    """A run's page in the MLflow UI (metrics, params, tags, artifacts), in the model-training view:
+    `<base>/#/experiments/<id>/runs/<run id>?workflowType=machine_learning`."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{UI_QUERY}"
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""Serve the MLflow UI for a work directory's store, bound to 127.0.0.1.
+"""Serve the MLflow UI for a work directory's store, bound to 127.0.0.1, and print the URL that opens
+the sailyard experiment's runs (MLflow 3 otherwise opens on its GenAI traces view).
 
     python jobs/ui.py [--work-dir work] [--port 5000] [--host 127.0.0.1]
 """
@@ -8,6 +9,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+
+_ANY_HOST = ("0.0.0.0", "::", "")
+
+
+def base_url(host: str, port: int) -> str:
+    """Where a browser on this machine reaches the server (a wildcard bind is reached on loopback)."""
+    host = "127.0.0.1" if host in _ANY_HOST else host
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     from data_engine import tracking
 
     uri = tracking.tracking_uri(args.work_dir)
-    print(f"MLflow UI for {uri} on http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
+    try:  # also gives a store made by an older sailyard its experiment kind
+        experiment_id = tracking.experiment(args.work_dir)
+    except Exception as exc:
+        first = next((x.strip() for x in str(exc).splitlines() if x.strip()), type(exc).__name__)
+        print(f"sailyard ui: error: the MLflow store {uri} could not be opened: {first[:300]}", file=sys.stderr)
+        return 1
+    base = base_url(args.host, args.port)
+    print(f"MLflow UI for {uri} on {base}  (Ctrl-C stops it)", flush=True)
+    print(f"runs: {tracking.experiment_url(base, experiment_id)}", flush=True)
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     mlflow = os.path.join(os.path.dirname(sys.executable), "mlflow")
     os.execve(mlflow, [mlflow, "server", "--backend-store-uri", uri, "--default-artifact-root",
