@@ -10,6 +10,7 @@ DOCS_CURATED = "docs_curated"
 DROPS = "drops"
 LINE_DROPS = "line_drops"
 SHARD_MANIFEST = "shard_manifest"
+CONTAMINATION = "contamination"  # eval-item n-gram hits per (table, version): data_engine.contamination
 TOKEN_COUNTS = "token_counts"  # per (table, version): tokens per language, source, quality band
 
 #: The order data flows through the lake; export reads the last one present.

@@ -46,8 +46,12 @@ _CODE_START = re.compile(r"\s*(?:" + "|".join([  # matched at the start of the l
     r"[a-z]+(?:-[a-z]+)*\s*:\s*[\w#%.,()'\" -]{1,60};\s*$",  # a CSS declaration `margin: 0 auto;`
     r"\"[^\"]+\"\s*:\s*\S",  # a JSON member
 ]) + ")")
+# Inline formatting tags left in prose by a careless HTML-to-text step (FLORES itself has `km<sup>2</sup>`)
+# mark up words, not a program: only other tags count as markup.
+_INLINE_TAG = r"(?:sup|sub|i|b|em|strong|u|small|br|span)\b"
 _CODE_ANYWHERE = re.compile(r"[{}]\s*[;,)]?\s*$"  # a block opens or closes at the end of the line
-                            r"|<\w+(?:\s+[\w:-]+(?:=\"[^\"]*\"|='[^']*')?)*\s*/?>|</\w+>|\?>\s*$")  # markup
+                            rf"|<(?!{_INLINE_TAG})\w+(?:\s+[\w:-]+(?:=\"[^\"]*\"|='[^']*')?)*\s*/?>"
+                            rf"|</(?!{_INLINE_TAG})\w+>|\?>\s*$")  # markup
 _CODE_TOKEN = re.compile(r"[=$\[\]]|\w\(|\)\s*;|->|::|\+\+|&&|\|\|")  # with a final `;`: a statement
 
 

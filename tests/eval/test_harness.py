@@ -190,7 +190,7 @@ def test_eval_cli_scores_items_files_logs_one_run_per_checkpoint_and_suite_and_c
     from mlflow.tracking import MlflowClient
 
     from data_engine import tracking
-    from jobs import eval as eval_job
+    from jobs import evaluate as eval_job
 
     mc = tmp_path / "mc.jsonl"
     rows = [{"id": f"t{i}", "lang": "tha", "context": "ประเทศไทยมี", "choices": ["จังหวัด", "ภาค", "เมืองหลวง"],
@@ -237,7 +237,7 @@ def test_eval_cli_scores_items_files_logs_one_run_per_checkpoint_and_suite_and_c
 
 
 def test_eval_cli_refuses_what_is_not_a_checkpoint(tmp_path, capsys):
-    from jobs import eval as eval_job
+    from jobs import evaluate as eval_job
 
     (tmp_path / "empty").mkdir()
     code = eval_job.main(["--checkpoint", str(tmp_path / "empty"), "--suite", "mini", "--work-dir", str(tmp_path)])

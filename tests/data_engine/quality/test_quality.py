@@ -87,6 +87,11 @@ def test_positives_from_every_format_and_clear_errors_for_bad_ones(tmp_path):
         read_positives(tmp_path / "missing", 10, 1)
 
 
+#: The training part of the UDHR (48 Thai paragraphs): the first 36 are positives, the last 12 real text
+#: the classifier never saw.
+POSITIVES = 36
+
+
 @pytest.fixture()
 def quality_lake(spark, lake_dir, tmp_path):
     rng = random.Random(3)
@@ -94,14 +99,14 @@ def quality_lake(spark, lake_dir, tmp_path):
     for lang in ("tha", "ind"):
         paragraphs = [p for s in load_udhr(lang) for p in s]
         path = tmp_path / f"{lang}.jsonl"
-        path.write_text("".join(json.dumps({"text": p}, ensure_ascii=False) + "\n" for p in paragraphs[:45]),
+        path.write_text("".join(json.dumps({"text": p}, ensure_ascii=False) + "\n" for p in paragraphs[:POSITIVES]),
                         encoding="utf-8")
         positives[lang] = str(path)
         # docs_clean (where negatives are sampled): junk; docs_dedup (what is scored): junk and real text
         # never seen in training
         negatives += [(f"{lang}-n{i:03d}", lang, t) for i, t in enumerate(junk(rng, lang, 150))]
         rows += [(f"{lang}-j{i:03d}", lang, t) for i, t in enumerate(junk(rng, lang, 60))]
-        rows += [(f"{lang}-r{i:03d}", lang, t) for i, t in enumerate(paragraphs[45:57])]
+        rows += [(f"{lang}-r{i:03d}", lang, t) for i, t in enumerate(paragraphs[POSITIVES:POSITIVES + 12])]
     rows += [(f"lao-{i}", "lao", t) for i, t in enumerate(junk(rng, "lao", 7))]  # no classifier for Lao
     lake.write_table(spark.createDataFrame(negatives, SCHEMA), lake_dir, "docs_clean", mode="error")
     lake.write_table(spark.createDataFrame(rows, SCHEMA), lake_dir, "docs_dedup", mode="error")
@@ -117,7 +122,7 @@ def test_classifier_ranks_real_text_above_junk_and_is_registered(spark, quality_
         assert r["model"] == f"sailyard-quality-{lang}/1"
         # Text neither set saw: real paragraphs beyond the positives vs freshly generated junk.
         model = fasttext.load_model(str(Path(r["model_dir"]) / MODEL_FILE))
-        real = [p for s in load_udhr(lang) for p in s][45:57]
+        real = [p for s in load_udhr(lang) for p in s][POSITIVES:POSITIVES + 12]
         fresh = junk(random.Random(99), lang, 30)
         scores = score_texts(model, real + fresh, 4000)
         assert roc_auc_score([1] * len(real) + [0] * len(fresh), scores) >= 0.9, lang
