@@ -164,7 +164,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 #: The sections of a pipeline YAML (the dataclass fields of `trainer.pipeline.PipelineConfig`).
-PIPELINE_SECTIONS = ("ingest", "clean", "dedup", "quality", "score", "export", "tokens", "mixture", "base_model")
+PIPELINE_SECTIONS = ("ingest", "clean", "dedup", "quality", "score", "export", "tokens", "mixture", "base_model",
+                     "eval")
 
 
 def section(path: str | Path | None, name: str, cls: type[T]) -> T:

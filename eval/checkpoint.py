@@ -42,6 +42,22 @@ def _nemo_checkpoint(path: Path) -> Path | None:
     return last[-1] if last else None
 
 
+def recorded_work_dir(target: str | Path) -> Path | None:
+    """The work dir whose MLflow store holds the run that wrote `target` (its finished record), if known."""
+    path = Path(target).expanduser().absolute()
+    nemo = None
+    if is_hf_dir(path) and (path / EXPORT_RECORD).is_file():
+        source = json.loads((path / EXPORT_RECORD).read_text(encoding="utf-8")).get("checkpoint")
+        nemo = Path(source) if source else None
+    elif path.is_dir():
+        nemo = _nemo_checkpoint(path)
+    record = nemo.parent / FINISHED_RECORD if nemo is not None else None
+    if record is not None and record.is_file():
+        work = json.loads(record.read_text(encoding="utf-8")).get("work_dir")
+        return Path(work) if work else None
+    return None
+
+
 def training_run_of(nemo: Path | None, work_dir: Path) -> str | None:
     if nemo is None:
         return None

@@ -33,6 +33,10 @@ from data_engine.errors import ConfigError, InputError
 #: The longest context used when neither the config nor the caller says otherwise. Sailor2
 #: trains at 4096; a Qwen2.5 config.json says 32768, more than a CPU or a small GPU can score.
 MAX_LENGTH_CAP = 4096
+#: Bytes of float32 logits one scoring batch may hold; above it the output layer runs on slices of
+#: `POSITION_CHUNK` positions of one request at a time (memory bounded by configuration, not by the data).
+LOGITS_BUDGET = 1 << 30
+POSITION_CHUNK = 512
 _DTYPES = ("float32", "bfloat16", "float16")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 
@@ -118,6 +122,7 @@ class CausalLM:
             raise InputError(f"cannot load the model in {path} ({type(e).__name__}: {e})") from e
         self.model = model.to(self.device).eval()
         self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        self._vocab = int(self.model.get_output_embeddings().weight.shape[0])
         tok = self.tokenizer
         self.eot_token_id: int | None = tok.eos_token_id
         prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
@@ -241,6 +246,18 @@ class CausalLM:
                 ids = torch.zeros((len(batch), width), dtype=torch.long)
                 for row, inp in enumerate(batch):
                     ids[row, :len(inp)] = torch.tensor(inp, dtype=torch.long)
+                if len(batch) * keep * self._vocab * 4 > LOGITS_BUDGET:
+                    # long windows: the output layer a slice of positions at a time, never the
+                    # whole [batch, keep, vocab] (8 × 4,096 × 152k float32 logits are 20 GB)
+                    hidden = self._hidden(ids.to(self.device), keep)
+                    for row, inp in enumerate(batch):
+                        end = keep - (width - len(inp))
+                        for i in inputs[inp]:
+                            cont = jobs[i][1]
+                            results[i] = self._chunked_score(hidden[row, end - len(cont):end], cont)
+                            bar.update(1)
+                    del hidden
+                    continue
                 logits = self._logits(ids.to(self.device), keep)  # [batch, keep, vocab]
                 for row, inp in enumerate(batch):
                     end = keep - (width - len(inp))
@@ -255,6 +272,29 @@ class CausalLM:
                         bar.update(1)
                 del logits
         return [r for r in results if r is not None]
+
+    def _hidden(self, ids: Any, keep: int) -> Any:
+        """The decoder's last hidden states at the last `keep` positions ([batch, keep, hidden])."""
+        import torch
+
+        with torch.no_grad():
+            return self.model.get_decoder()(input_ids=ids).last_hidden_state[:, -keep:]
+
+    def _chunked_score(self, hidden: Any, cont: Sequence[int]) -> tuple[float, bool]:
+        """(Σ log p, greedy) of `cont` from its positions' hidden states, `POSITION_CHUNK` positions
+        through the output layer at a time."""
+        import torch
+
+        head = self.model.get_output_embeddings()
+        target = torch.tensor(list(cont), dtype=torch.long, device=hidden.device)
+        total, greedy = 0.0, True
+        with torch.no_grad():
+            for start in range(0, len(cont), POSITION_CHUNK):
+                rows = torch.log_softmax(head(hidden[start:start + POSITION_CHUNK]).float(), dim=-1)
+                t = target[start:start + POSITION_CHUNK]
+                total += float(rows.gather(1, t[:, None]).sum())
+                greedy = greedy and bool((rows.argmax(dim=-1) == t).all())
+        return total, greedy
 
     def _logits(self, ids: Any, keep: int) -> Any:
         """The output layer's logits at the last `keep` positions of each row."""

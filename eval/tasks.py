@@ -32,8 +32,12 @@ def suite_data_root(suite: SuiteConfig, suite_path: Path) -> Path:
 
 
 def _data_dir(task: TaskConfig, root: Path, suite_dir: Path) -> Path:
+    """A task's data: an absolute path as it is; a relative one beside the suite file when it is
+    there (a user's own items), else under the data root (the shared eval sets)."""
     path = Path(task.data).expanduser()
-    return path if path.is_absolute() else root / path
+    if path.is_absolute():
+        return path
+    return suite_dir / path if (suite_dir / path).exists() else root / path
 
 
 def _template(task: TaskConfig, lang: str) -> str:

@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--suite", help="built-in suite name (mini, sea-mini) or a suite YAML")
     what.add_argument("--mc", help="multiple-choice items JSONL, scored zero-shot")
     what.add_argument("--corpus", help="corpus items JSONL (bits per byte)")
-    p.add_argument("--work-dir", default="work", help="MLflow store and export cache (default: work)")
+    p.add_argument("--work-dir", default=None, help="MLflow store and export cache (default: the work dir the "
+                   "checkpoint's training run recorded, else work)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--max-length", type=int, default=None, help="context length (default: the model's)")
@@ -58,7 +59,9 @@ def run(args: argparse.Namespace) -> dict:
     from eval.suites import load_suite
 
     started = time.time()
-    work_dir = Path(args.work_dir).absolute()
+    from eval.checkpoint import recorded_work_dir
+
+    work_dir = Path(args.work_dir or recorded_work_dir(args.checkpoint) or "work").absolute()
     if args.suite:
         suite, suite_path = load_suite(args.suite)
         if args.limit is not None:

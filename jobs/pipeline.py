@@ -73,21 +73,68 @@ def main(argv: list[str] | None = None) -> int:
                       f"{stage.get('final_train_loss'):.4f}")
         if "export_hf" in jobs:
             print(f"HF model:    {jobs['export_hf']['out']}")
-        print(f"MLflow:      {summary['tracking_uri']}  (run {summary['mlflow_run_id']})")
+        audit = jobs.get("contamination")
+        if audit:
+            print(f"\ncontamination audit of the {audit['items']} eval items ({', '.join(audit['suites'])}) against "
+                  "the training tables: " + "; ".join(
+                      f"{t}: {a['contaminated_any']} found by any n-gram, {a['contaminated_share']} by share"
+                      for t, a in audit["audits"].items()))
+        evals = eval_table(jobs)
+        if evals:
+            print("\n" + evals)
+        if summary.get("lineage_text"):
+            print("\nlineage of the last checkpoint (sailyard lineage):\n" + summary["lineage_text"])
+        print(f"\nMLflow:      {summary['tracking_uri']}  (run {summary['mlflow_run_id']})")
         print("MLflow UI:   make ui   (or: .venv/bin/sailyard ui --work-dir "
-              f"{summary['work_dir']}), then open http://127.0.0.1:5000\n")
+              f"{summary['work_dir']}), then open the pipeline run:\n"
+              f"             {summary['mlflow_run_url']}\n")
         tables: dict[str, int] = {}
         for job in summary["jobs"].values():  # in run order: a table's last write wins
             tables.update(job.get("tables", {}))
         return {"in": summary["jobs"]["ingest"]["in"], "kept": summary["jobs"]["export_plan"]["kept"],
                 "tables": tables, "quality_models": quality,
                 "mixture": (search or {}).get("weights"), "plan": (plan or {}).get("plan"),
-                "mlflow_run_id": summary["mlflow_run_id"], "work_dir": summary["work_dir"],
-                "checkpoint": train.get("checkpoint"), "hf_model": jobs.get("export_hf", {}).get("out")}
+                "mlflow_run_id": summary["mlflow_run_id"], "mlflow_run_url": summary["mlflow_run_url"],
+                "work_dir": summary["work_dir"],
+                "checkpoint": train.get("checkpoint"), "hf_model": jobs.get("export_hf", {}).get("out"),
+                "eval": {k.removeprefix("eval_"): {"mlflow_run_id": j.get("mlflow_run_id"), "by_task": j.get("by_task"),
+                                                  "sea_average": j.get("sea_average")}
+                         for k, j in jobs.items() if k.startswith("eval_stage")},
+                "contamination": jobs.get("contamination"),
+                "lineage": {k: (summary.get("lineage") or {}).get(k) for k in ("tables", "source_files", "missing")}}
 
     from data_engine.jobrun import run_job
 
     return run_job("pipeline", work)
+
+
+def eval_table(jobs: dict) -> str:
+    """Each suite's tasks (primary metric, mean over languages) for each evaluated stage, side by side."""
+    from eval.results import render
+
+    runs = {k.removeprefix("eval_"): j for k, j in jobs.items() if k.startswith("eval_stage")}
+    if not runs:
+        return ""
+    stages = sorted({k.split("_", 1)[0] for k in runs})
+    suites = list(dict.fromkeys(k.split("_", 1)[1] for k in runs))
+    rows = []
+    for suite in suites:
+        tasks = list(dict.fromkeys(t for st in stages for t in (runs.get(f"{st}_{suite}") or {}).get("results", {})))
+        for task in tasks:
+            metric = None
+            cells = []
+            for st in stages:
+                per_lang = (runs.get(f"{st}_{suite}") or {}).get("results", {}).get(task, {})
+                metric = metric or next((m for m in ("acc_norm", "bits_per_byte", "f1", "chrf_pp")
+                                         if any(m in v for v in per_lang.values())), None)
+                values = [v[metric] for v in per_lang.values() if metric in v]
+                cells.append(f"{sum(values) / len(values):.3f}" if values else "-")
+            langs = len((runs.get(f"{stages[-1]}_{suite}") or {}).get("results", {}).get(task, {}))
+            rows.append([suite, f"{task} ({metric}, {langs} languages)", *cells])
+        rows.append([suite, "SEA average, normalised (0 = chance)",
+                     *[f"{(runs.get(f'{st}_{suite}') or {}).get('sea_average') or 0:.2f}" for st in stages]])
+    return ("evaluation (mean over languages; per language in MLflow and `sailyard eval compare`):\n"
+            + render(["suite", "task", *stages], rows))
 
 
 if __name__ == "__main__":

@@ -18,11 +18,11 @@ from data_engine.mixture.search import SearchConfig
 from data_engine.quality.config import QualityScoreConfig, QualityTrainConfig
 from jobs import pipeline as pipeline_job
 from trainer.config import TrainConfig
-from trainer.pipeline import BaseModelConfig, PipelineConfig, run_pipeline
+from trainer.pipeline import BaseModelConfig, EvalConfig, PipelineConfig, run_pipeline
 
 
 def test_demo_path_reconciles_stage_to_stage_plans_a_mixture_and_trains_on_the_plan(spark, tmp_path, capsys):
-    # Six documents per language: the tiny configs' validation shares must still give each shard a
+    # Eight documents per language: the tiny configs' validation shares must still give each shard a
     # document (`trainer.data` refuses a split that leaves a part empty).
     train_yaml = tmp_path / "train.yaml"
     train = TrainConfig.from_yaml(Path("configs/train_tiny.yaml"))
@@ -33,10 +33,11 @@ def test_demo_path_reconciles_stage_to_stage_plans_a_mixture_and_trains_on_the_p
                             search=SearchConfig(samples=2000, top=16), plan=PlanConfig(hq_percent=50))
     # Stage 2 and the HF export are tested on their own (tests/trainer/test_stages.py); here stage 1 from
     # the demo's base model: a random 2-layer Qwen2, grown to 3 layers, imported.
-    cfg = PipelineConfig(work_dir=str(tmp_path / "work"), sample_docs_per_lang=6, train_config=str(train_yaml),
+    cfg = PipelineConfig(work_dir=str(tmp_path / "work"), sample_docs_per_lang=8, train_config=str(train_yaml),
                          train_stages=(1,), export_hf=False, base_model=BaseModelConfig(layers=2, expand_to=3),
                          quality=QualityTrainConfig(min_examples=3, epoch=25),
-                         score=QualityScoreConfig(keep_percent=60), mixture=mixture, force_mixture_search=True)
+                         score=QualityScoreConfig(keep_percent=60), mixture=mixture, force_mixture_search=True,
+                         eval=EvalConfig(suites=("mini",), limit=3))
     summary = run_pipeline(cfg, train=True, log=lambda _: None)
     jobs = summary["jobs"]
     ingest, clean, dedup, proxy = (jobs[k] for k in ("ingest", "clean", "dedup", "export_proxy"))
@@ -75,7 +76,8 @@ def test_demo_path_reconciles_stage_to_stage_plans_a_mixture_and_trains_on_the_p
     stage1_config = yaml.safe_load(Path(export["data_configs"]["stage1"]).read_text())
     assert stage1_config["plan_digest"] == plan["plan_digest"]
     assert abs(sum(stage1_config["paths"][0::2]) - 1) < 1e-6
-    assert set(export["groups"]["stage1"]) == set(proxy["shards"])
+    planned = {e["lang"] for e in plan["stages"]["stage1"]["blend"]}  # a language searched to weight 0 is left out
+    assert set(export["groups"]["stage1"]) == planned and planned <= set(proxy["shards"]) and len(planned) >= 5
     for lang, shard in export["groups"]["stage1"].items():  # the same documents as the proxies' shards
         assert (shard["docs"], shard["tokens"]) == (proxy["shards"][lang]["docs"], proxy["shards"][lang]["tokens"])
     lake_dir = summary["lake"]
@@ -86,8 +88,8 @@ def test_demo_path_reconciles_stage_to_stage_plans_a_mixture_and_trains_on_the_p
     client = MlflowClient(tracking.tracking_uri(tmp_path / "work"))
     children = client.search_runs([client.get_run(summary["mlflow_run_id"]).info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{summary['mlflow_run_id']}'")
-    names = ["clean", "count_tokens", "count_tokens", "dedup", "export_shards", "export_shards", "ingest",
-             "mixture_sweep", "score_quality"]
+    names = ["clean", "contamination", "contamination", "count_tokens", "count_tokens", "dedup", "eval-compare",
+             "export_shards", "export_shards", "ingest", "mixture_sweep", "score_quality"]
     (plan_run,) = [r for r in children if r.data.tags.get("sailyard.kind") == "train-plan"]
     assert sorted(r.info.run_name for r in children if r is not plan_run) == sorted(
         names + [f"train_quality.{x}" for x in models])
@@ -110,6 +112,29 @@ def test_demo_path_reconciles_stage_to_stage_plans_a_mixture_and_trains_on_the_p
     assert train_run.data.tags["shard_manifest_digest"] == export["shard_manifest_digests"]["stage1"]
     assert train_run.data.tags["expansion.layers"] == "2→3"
     assert len(client.get_metric_history(train_run.info.run_id, "reduced_train_loss")) == 10
+    # The audit: every eval item against both tables the plan's shards came from; the held-out UDHR text
+    # never entered the sample corpus, so nothing is found.
+    audit = jobs["contamination"]
+    assert sorted(audit["audits"]) == sorted(f"{s['table']}@v{s['version']}" for s in plan["shards"].values())
+    assert audit["items"] > 100 and all(a["contaminated_any"] == 0 for a in audit["audits"].values())
+    # Eval of the stage-1 checkpoint (exported to HF first), nested under its training run, with the verdict.
+    ev = jobs["eval_stage1_mini"]
+    assert set(ev["results"]) == {"udhr_bpb", "udhr_cloze", "curated_bpb"}
+    assert set(ev["results"]["udhr_bpb"]) == set(LANGS) and all(
+        m["n"] == 3 and m["bits_per_byte"] > 0 for m in ev["results"]["udhr_bpb"].values())
+    assert set(ev["results"]["curated_bpb"]) <= set(proxy["shards"]) and ev["results"]["curated_bpb"]
+    assert ev["contamination"]["audited"] and ev["contamination"]["contaminated_items"] == 0
+    eval_run = client.get_run(ev["mlflow_run_id"])
+    assert eval_run.data.tags["mlflow.parentRunId"] == train_run.info.run_id
+    assert eval_run.data.metrics["udhr_bpb.tha.bits_per_byte"] == ev["results"]["udhr_bpb"]["tha"]["bits_per_byte"]
+    assert eval_run.data.tags["eval.contamination"].startswith("0 of ")
+    assert jobs["eval_compare"]["runs"] == [ev["mlflow_run_id"]]
+    # Lineage: the checkpoint back to the files ingested, with their SHA-256 as ingest_log recorded them.
+    chain = summary["lineage"]
+    assert chain["missing"] == [] and any(t.startswith("docs_raw@v") for t in chain["tables"])
+    log_digests = set(lake.read_arrow(lake_dir, "ingest_log").column("file_digest").to_pylist())
+    assert chain["source_files"] and {f["sha256"] for f in chain["source_files"]} <= log_digests
+    assert train["checkpoint"] in summary["lineage_text"]
     # A second run, through the job's entry point: ingest adds nothing; dedup, classifiers, selection,
     # the sweep (resumed: every proxy already finished), the plan and the export reproduce the same content.
     cfg_yaml = tmp_path / "pipeline.yaml"

@@ -51,6 +51,19 @@ class BaseModelConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """What the demo scores its checkpoints on, and the audit of the eval text against the training data."""
+
+    suites: tuple[str, ...] = ("mini", "sea-mini")
+    """Built-in names or suite YAMLs; sea-mini is skipped (and says so) where its data is absent."""
+    limit: int | None = 8
+    """Items per task and language (a seeded sample; null: every item): keeps a CPU demo short."""
+    batch_size: int = 16
+    contamination: bool = True
+    """Audit every suite's items against the tables the plan's shards came from."""
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """The whole demo pipeline; each field is the section of the same name in the YAML."""
 
@@ -75,6 +88,7 @@ class PipelineConfig:
     base_model: BaseModelConfig = field(default_factory=BaseModelConfig)
     export_hf: bool = True
     """Export the last stage's final checkpoint to a Hugging Face directory (logged in MLflow)."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     @staticmethod
     def from_yaml(path: str | Path | None) -> PipelineConfig:
@@ -131,18 +145,18 @@ def run_pipeline(cfg: PipelineConfig, *, train: bool = True, log: Any = print) -
                             params=to_dict(cfg)) as parent:
         os.environ[tracking.PARENT_ENV] = parent.run_id
         try:
-            log(f"[1/19] sample corpus → {paths.sample}")
+            log(f"[1/23] sample corpus → {paths.sample}")
             stats = build_sample(paths.sample, docs_per_lang=cfg.sample_docs_per_lang)
             parent.log_dict(dataclasses.asdict(stats), "sample_stats.json")
             spark = get_spark("sailyard-pipeline")
-            log("[2/19] ingest")
+            log("[2/23] ingest")
             summary["jobs"]["ingest"] = ingest_job(spark, str(paths.lake), [str(paths.sample)],
                                                    source="sample", cfg=cfg.ingest)
-            log("[3/19] clean: normalisation, heuristic rules, language identification")
+            log("[3/23] clean: normalisation, heuristic rules, language identification")
             summary["jobs"]["clean"] = clean_job(spark, str(paths.lake), cfg.clean)
-            log("[4/19] dedup: " + ", ".join(cfg.dedup.stages))
+            log("[4/23] dedup: " + ", ".join(cfg.dedup.stages))
             summary["jobs"]["dedup"] = dedup_job(spark, str(paths.lake), cfg.dedup)
-            log("[5/19] quality classifiers, one per language (positives: real text, negatives: docs_clean)")
+            log("[5/23] quality classifiers, one per language (positives: real text, negatives: docs_clean)")
             positives = write_positive_sets(paths.work / "positives")
             langs = sorted(summary["jobs"]["clean"]["by_lang"])
             summary["jobs"]["train_quality"] = {}
@@ -153,24 +167,28 @@ def run_pipeline(cfg: PipelineConfig, *, train: bool = True, log: Any = print) -
                     continue
                 summary["jobs"]["train_quality"][lang] = train_quality_job(
                     spark, str(paths.lake), lang, str(positives[lang]), cfg.quality)
-            log("[6/19] score and keep the best of each language")
+            log("[6/23] score and keep the best of each language")
             summary["jobs"]["score_quality"] = score_quality_job(spark, str(paths.lake), cfg.score)
-            log(f"[7/19] export the proxies' shards → {paths.shards / sweep_stage(cfg)}")
+            log(f"[7/23] export the proxies' shards → {paths.shards / sweep_stage(cfg)}")
             summary["jobs"]["export_proxy"] = export_job(
                 spark, str(paths.lake), str(paths.shards), sweep_stage(cfg),
                 dataclasses.replace(cfg.export, langs=tuple(cfg.mixture.langs)))
-            log("[8/19] count tokens: docs_curated, docs_scored (quality bands)")
+            log("[8/23] count tokens: docs_curated, docs_scored (quality bands)")
             summary["jobs"]["count_tokens"] = {
                 table: count_tokens_job(spark, str(paths.lake), dataclasses.replace(cfg.tokens, table=table))
                 for table in (DOCS_CURATED, DOCS_SCORED)}
             summary["jobs"].update(run_mixture(cfg, paths, log))
-            log(f"[13/19] export the plan's shards and NeMo data configs → {paths.shards}")
+            log(f"[13/23] export the plan's shards and NeMo data configs → {paths.shards}")
             summary["jobs"]["export_plan"] = plan_export_job(spark, str(paths.lake), str(paths.shards),
                                                              str(paths.plan), cfg.export)
             if train:
                 summary["jobs"].update(run_training(cfg, paths, log))
+                if cfg.eval.contamination:
+                    summary["jobs"]["contamination"] = run_contamination(spark, cfg, paths, log)
+                summary["jobs"].update(run_evaluation(cfg, paths, summary["jobs"], log))
+                summary.update(trace_lineage(cfg, paths, summary["jobs"], log))
             else:
-                log("[14/19] training skipped (--no-train)")
+                log("[14/23] training skipped (--no-train)")
             report = lake_report(spark, str(paths.lake), stage="stage1")
             summary["report"] = format_report(report)
             parent.log_text(summary["report"], "count_table.txt")
@@ -181,6 +199,7 @@ def run_pipeline(cfg: PipelineConfig, *, train: bool = True, log: Any = print) -
             else:
                 os.environ[tracking.PARENT_ENV] = previous_parent
     summary["mlflow_run_id"] = parent.run_id
+    summary["mlflow_run_url"] = tracking.run_url("http://127.0.0.1:5000", parent.experiment_id, parent.run_id)
     summary["tracking_uri"] = tracking.tracking_uri(paths.work)
     return summary
 
@@ -197,7 +216,7 @@ def run_mixture(cfg: PipelineConfig, paths: PipelinePaths, log: Any) -> dict[str
 
     m = cfg.mixture
     sweep_cfg = from_dict(SweepConfig, {**m.sweep, "runs": m.runs}, "mixture.sweep")
-    log(f"[9/19] mixture sweep: {m.runs} proxies ({sweep_cfg.preset}) over {', '.join(sorted(m.langs))}")
+    log(f"[9/23] mixture sweep: {m.runs} proxies ({sweep_cfg.preset}) over {', '.join(sorted(m.langs))}")
     budget1, budget2 = _budgets(paths, m)
     inputs = proxy_inputs(str(paths.lake), sweep_cfg.stage, m, budget1, m.runs)
     jobs: dict[str, Any] = {}
@@ -208,11 +227,11 @@ def run_mixture(cfg: PipelineConfig, paths: PipelinePaths, log: Any) -> dict[str
                        meta=inputs.meta, tokenizer=inputs.tokenizer, log=lambda msg: log(f"      {msg}"))
     jobs["mixture_sweep"] = dataclasses.asdict(result)
     results = sweep_results(str(folder))
-    log("[10/19] mixture fit: LightGBM per language, cross-validated")
+    log("[10/23] mixture fit: LightGBM per language, cross-validated")
     jobs["mixture_fit"] = fit_sweep(folder, results, m)
-    log(f"[11/19] mixture search → {paths.mixture}")
+    log(f"[11/23] mixture search → {paths.mixture}")
     jobs["mixture_search"] = search_sweep(folder, results, paths.mixture, m, force=cfg.force_mixture_search)
-    log(f"[12/19] two-stage plan → {paths.plan}")
+    log(f"[12/23] two-stage plan → {paths.plan}")
     jobs["plan"] = plan_job(paths.mixture, paths.plan, m, budget_stage1=budget1, budget_stage2=budget2,
                             lake=str(paths.lake))
     return jobs
@@ -247,20 +266,20 @@ def run_training(cfg: PipelineConfig, paths: PipelinePaths, log: Any) -> dict[st
     jobs: dict[str, Any] = {}
     if b.hf_dir:
         base = Path(b.hf_dir).expanduser().resolve()
-        log(f"[14/19] base model: {base}")
+        log(f"[14/23] base model: {base}")
     else:
         base = paths.base / "random-qwen2"
-        log(f"[14/19] base model: a seeded random {b.layers}-layer Qwen2 → {base}")
+        log(f"[14/23] base model: a seeded random {b.layers}-layer Qwen2 → {base}")
         write_random_qwen2(base, dataclasses.replace(shape.model, num_layers=b.layers), seed=b.seed)
     jobs["base_model"] = {"hf_dir": str(base)}
     model_dir = base
     if b.expand_to:
         model_dir = paths.base / f"expanded-{b.expand_to}"
-        log(f"[15/19] LlamaPro expansion → {b.expand_to} layers: {model_dir}")
+        log(f"[15/23] LlamaPro expansion → {b.expand_to} layers: {model_dir}")
         jobs["expand"] = _expanded(base, b.expand_to, model_dir)
     seq_length = shape.data.seq_length
     imported = paths.base / "nemo"
-    log(f"[16/19] import into NeMo (sequence length {seq_length}) → {imported}")
+    log(f"[16/23] import into NeMo (sequence length {seq_length}) → {imported}")
     jobs["import_hf"] = _imported(model_dir, imported, seq_length)
     hf_config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     doc = {"train": {**train_doc, "work_dir": str(paths.work), "restore_from": str(imported),
@@ -272,16 +291,94 @@ def run_training(cfg: PipelineConfig, paths: PipelinePaths, log: Any) -> dict[st
                                           allow_unicode=True), encoding="utf-8")
     last = None
     for number in cfg.train_stages:
-        log(f"[{16 + number}/19] NeMo stage {number} on the plan's stage-{number} shards")
+        log(f"[{16 + number}/23] NeMo stage {number} on the plan's stage-{number} shards")
         last = jobs[f"train_stage{number}"] = _job("trainer.pretrain", "--stage", str(number), "--plan",
                                                     str(paths.plan), "--config", str(config_path),
                                                     "--shards", str(paths.shards))
     if cfg.export_hf and last is not None:
         out = paths.hf / Path(last["checkpoint"]).parent.name
-        log(f"[19/19] export stage {cfg.train_stages[-1]}'s final checkpoint to Hugging Face → {out}")
+        log(f"[19/23] export stage {cfg.train_stages[-1]}'s final checkpoint to Hugging Face → {out}")
         jobs["export_hf"] = _job("jobs.export_hf", "--checkpoint", last["checkpoint"], "--out", str(out),
                                  "--overwrite")
     return jobs
+
+
+def eval_suites(cfg: PipelineConfig, log: Any) -> list[str]:
+    """The configured suites whose data is here (sea-mini needs the real sets)."""
+    from eval.datasets import default_data_root
+
+    suites = []
+    for suite in cfg.eval.suites:
+        if suite == "sea-mini" and not (default_data_root() / "sib200").is_dir():
+            log(f"      sea-mini skipped: its eval sets are not at {default_data_root()} (set SAILYARD_EVAL_DATA)")
+            continue
+        suites.append(suite)
+    return suites
+
+
+def run_contamination(spark: Any, cfg: PipelineConfig, paths: PipelinePaths, log: Any) -> dict[str, Any]:
+    """Every eval suite's items audited against each table version the plan's shards came from
+    (`spark-submit jobs/contamination.py --suite S --table T --input-version V`, in this session)."""
+    from data_engine.contamination import ContaminationConfig, items_from_records
+    from data_engine.contamination.job import contamination_job
+    from eval.suites import contamination_items
+
+    suites = eval_suites(cfg, lambda _msg: None)
+    records = [r for suite in suites for r in contamination_items(suite)]
+    items = items_from_records(records, f"suites {', '.join(suites)}")
+    plan = yaml.safe_load(paths.plan.read_text(encoding="utf-8"))
+    tables = sorted({(s["table"], int(s["version"])) for s in plan["shards"].values()})
+    out: dict[str, Any] = {"items": len(items), "suites": suites, "audits": {}}
+    for table, version in tables:
+        log(f"[20/23] contamination audit: {len(items)} items of {', '.join(suites)} against {table}@v{version}")
+        result = contamination_job(spark, str(paths.lake), items, ContaminationConfig(table=table),
+                                   input_version=version, items_source=",".join(suites))
+        out["audits"][f"{table}@v{version}"] = {k: result.get(k) for k in (
+            "items", "contaminated_any", "contaminated_share", "hit_pairs", "mlflow_run_id", "stage_seconds")}
+    return out
+
+
+def run_evaluation(cfg: PipelineConfig, paths: PipelinePaths, jobs: dict[str, Any], log: Any) -> dict[str, Any]:
+    """Each trained stage's final checkpoint scored on the eval suites (`sailyard eval`, a child
+    process each), then compared side by side (`sailyard eval compare`)."""
+    e = cfg.eval
+    suites = eval_suites(cfg, log)
+    targets = []
+    for number in cfg.train_stages:
+        checkpoint = (jobs.get(f"train_stage{number}") or {}).get("checkpoint")
+        export = jobs.get("export_hf") or {}
+        if export.get("checkpoint") == checkpoint and export.get("out"):
+            checkpoint = export["out"]  # already exported: score that HF dir (its record names the checkpoint)
+        if checkpoint:
+            targets.append((f"stage{number}", checkpoint))
+    out: dict[str, Any] = {}
+    if not suites or not targets:
+        return out
+    limit = [] if e.limit is None else ["--limit", str(e.limit)]
+    runs = []
+    for label, checkpoint in targets:
+        for suite in suites:
+            log(f"[21/23] eval {label} on {suite}" + (f" ({e.limit} items per task and language)" if e.limit else ""))
+            result = out[f"eval_{label}_{suite}"] = _job(
+                "jobs.evaluate", "--checkpoint", checkpoint, "--suite", suite, "--work-dir", str(paths.work),
+                "--batch-size", str(e.batch_size), "--no-progress", *limit)
+            runs.append(result["mlflow_run_id"])
+    log("[22/23] eval compare: the checkpoints side by side")
+    out["eval_compare"] = _job("jobs.evaluate", "compare", *runs, "--work-dir", str(paths.work))
+    return out
+
+
+def trace_lineage(cfg: PipelineConfig, paths: PipelinePaths, jobs: dict[str, Any], log: Any) -> dict[str, Any]:
+    """The last stage's checkpoint traced back to its source files (`sailyard lineage`)."""
+    from trainer.lineage import lineage, render
+
+    stages = [n for n in cfg.train_stages if (jobs.get(f"train_stage{n}") or {}).get("checkpoint")]
+    if not stages:
+        return {}
+    checkpoint = jobs[f"train_stage{stages[-1]}"]["checkpoint"]
+    log(f"[23/23] lineage of {checkpoint}")
+    chain = lineage(checkpoint, work_dir=paths.work)
+    return {"lineage": chain, "lineage_text": render(chain)}
 
 
 def _expanded(base: Path, layers: int, out: Path) -> dict[str, Any]:

@@ -273,3 +273,21 @@ def test_heldout_range_is_megatrons_and_documents_decode_back_to_their_text(tmp_
     items = heldout_items([1.0, str(prefix)], "75,25,0", lambda t: tok.decode(t), eod_id=151643, limit=None)
     assert [i.text for i in items["tha"]] == texts[6:]
     assert [i.id for i in items["tha"]] == [f"{prefix.name}:6", f"{prefix.name}:7"]
+
+
+def test_long_windows_are_scored_a_slice_of_positions_at_a_time_with_the_same_numbers(tiny_hf_model, monkeypatch):
+    """Above the logits budget the output layer runs on slices (8 × 4,096 × 152k float32 logits would be
+    20 GB): the log-likelihoods must not change."""
+    from eval import model as model_module
+    from eval.model import CausalLM, ModelConfig
+
+    lm = CausalLM(tiny_hf_model, ModelConfig(batch_size=4, max_length=32))
+    requests = [("ประเทศไทย มีจังหวัด", " เจ็ดสิบเจ็ด"), ("The capital of France is", " Paris"), ("", "สวัสดี")]
+    docs = ["ภาษาไทยเป็นภาษาราชการ " * 20, "Tiếng Việt là ngôn ngữ chính thức. " * 12]
+    whole, rolling = lm.loglikelihood(requests), lm.loglikelihood_rolling(docs)
+    monkeypatch.setattr(model_module, "LOGITS_BUDGET", 0)
+    monkeypatch.setattr(model_module, "POSITION_CHUNK", 5)
+    sliced, rolling_sliced = lm.loglikelihood(requests), lm.loglikelihood_rolling(docs)
+    for (a, ga), (b, gb) in zip(whole, sliced, strict=True):
+        assert math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-4) and ga == gb
+    assert all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(rolling, rolling_sliced, strict=True))
