@@ -90,7 +90,9 @@ def _verdict_tag(verdict: Mapping[str, Any] | None) -> str:
     if not verdict:
         return "not audited"
     dirty = verdict.get("contaminated_items", 0)
-    return f"{dirty} of {verdict.get('items', 0)} items found in {verdict.get('table')}@{verdict.get('version')}"
+    unaudited = [f"{t['table']}@v{t['version']}" for t in verdict.get("tables", []) if not t.get("audited")]
+    tag = f"{dirty} of {verdict.get('items', 0)} items found in {verdict.get('table')}"
+    return tag + (f" ({', '.join(unaudited)} never audited)" if unaudited else "")
 
 
 # --- comparing checkpoints ----------------------------------------------------------------------

@@ -74,7 +74,7 @@ def contamination_verdict(run_id: str | None, work_dir: Path) -> dict[str, Any]:
     no audit of that exact version exists."""
     from data_engine.contamination import verdict
 
-    tables = tables_behind(run_id, work_dir)
+    tables = list({(t["lake"], t["table"], t["version"]): t for t in tables_behind(run_id, work_dir)}.values())
     per_table = []
     for t in tables:
         found = verdict(t["lake"], t["table"], t["version"])
@@ -84,8 +84,7 @@ def contamination_verdict(run_id: str | None, work_dir: Path) -> dict[str, Any]:
     return {"tables": per_table, "audited": bool(per_table) and len(audited) == len(per_table),
             "contaminated_items": sum(_dirty(p["verdict"]) for p in audited),
             "items": max((_items(p["verdict"]) for p in audited), default=0),
-            "table": ",".join(f"{p['table']}" for p in per_table) or None,
-            "version": ",".join(str(p["version"]) for p in per_table) or None}
+            "table": ", ".join(f"{p['table']}@v{p['version']}" for p in per_table) or None}
 
 
 def _dirty(v: dict[str, Any]) -> int:
