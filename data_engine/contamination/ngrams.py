@@ -36,6 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 import regex
 
+from data_engine.digests import mix64
+
 WORD = "word"
 CHAR = "char"
 _SEPARATORS = regex.compile(r"[^\p{L}\p{M}\p{N}]+")
@@ -66,13 +68,7 @@ class Lengths:
 
 
 def _mix(h: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: every output bit depends on every input bit."""
-    with np.errstate(over="ignore"):
-        h = h ^ (h >> np.uint64(30))
-        h = h * np.uint64(0xBF58476D1CE4E5B9)
-        h = h ^ (h >> np.uint64(27))
-        h = h * np.uint64(0x94D049BB133111EB)
-        return h ^ (h >> np.uint64(31))
+    return mix64(h)
 
 
 _POWERS: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # base → (base^j, base^-j), the longest needed so far

@@ -21,6 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from data_engine.digests import mix64
 from data_engine.langs import SPACELESS
 
 # Scripts written without spaces, by code point block. Index 0 is "other" (spaced scripts).
@@ -70,13 +71,7 @@ def _tables() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _mix(h: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser: spreads polynomial-hash bits so every output bit is usable."""
-    with np.errstate(over="ignore"):
-        h = h ^ (h >> np.uint64(30))
-        h = h * np.uint64(0xBF58476D1CE4E5B9)
-        h = h ^ (h >> np.uint64(27))
-        h = h * np.uint64(0x94D049BB133111EB)
-        return h ^ (h >> np.uint64(31))
+    return mix64(h)
 
 
 def _powers(base: np.uint64, n: int) -> np.ndarray:
