@@ -49,15 +49,17 @@ cluster-up: venv
 cluster-down:
 	$(BIN)/python -m data_engine.cluster down --dir $(CLUSTER_DIR)
 
-# Near-dedup benchmark against datatrove and text-dedup (their own venv: they need numpy 2).
+# Near-dedup benchmark: sailyard's jobs beside datatrove, text-dedup and rensa on one generated
+# web-like corpus (bench/corpus.py), 25k and 100k documents. The peers get their own venv (they need
+# numpy 2). text-dedup 0.4.0 is the newest release on PyPI (0.4.1 is not published there).
 PEERS := bench/.venv-peers
 $(PEERS)/.installed:
 	$(PYTHON) -m venv $(PEERS)
-	$(PEERS)/bin/pip install --quiet "datatrove[processing]==0.10.1" text-dedup==0.4.0 spacy orjson psutil
+	$(PEERS)/bin/pip install --quiet "datatrove[processing]==0.10.1" text-dedup==0.4.0 rensa==0.5.0 spacy orjson psutil
 	touch $@
 
 bench-dedup: venv $(PEERS)/.installed
-	$(BIN)/python bench/dedup.py --peers-python $(PEERS)/bin/python
+	$(BIN)/python bench/dedup.py --docs 25000,100000 --peers-python $(PEERS)/bin/python
 
 # Language identification accuracy per language on the shipped real text.
 bench-lid: venv

@@ -1,16 +1,32 @@
-"""Near-dedup benchmark: sailyard vs datatrove vs text-dedup on the same documents, same machine.
+"""Near dedup side by side: sailyard's jobs, datatrove, text-dedup and rensa on one generated corpus.
 
-    python bench/dedup.py [--docs 25000] [--scales 1,2,4] [--tools sailyard,datatrove,text-dedup]
-                          [--peers-python PATH] [--out bench/results]
-    make bench-dedup      # the same with the defaults (creates bench/.venv-peers for the peers)
+    .venv/bin/python bench/dedup.py [--docs 25000,100000] [--tools sailyard,datatrove,text-dedup,rensa]
+                                    [--peers-python bench/.venv-peers/bin/python] [--work DIR] [--out bench/results]
+    make bench-dedup      # the same at 25k and 100k (creates bench/.venv-peers for the peers)
 
-Each scale runs every tool one after the other on one corpus: `--docs × scale` web-like
-documents (`data_engine.sample.labelled.build_background`: 15 languages, boilerplate, ~12% edited
-copies) plus the labelled near-duplicate set (720 documents with exact-Jaccard truth). All tools
-use 5-gram shingles and the same bands × rows (default 20 × 6). For each run the table gives wall
-seconds (sailyard's includes Spark start-up, also shown alone), documents per second, peak RSS of
-the whole process tree, and pair-level F1 of "same cluster" on the labelled part. The peers run in
-their own virtual environment (they need numpy 2; the project pins numpy < 2 for Megatron).
+Why this shape: issue 17's outside user ran the README's two commands on a web-like corpus it had never
+seen and compared the result with text-dedup, rensa and datatrove in the same run. This does the same on
+`bench/corpus.py`'s corpus (long web-like pages in 15 languages, 3.15% of them originals of planted
+near-duplicate clusters, JSONL in 8 files) at each `--docs` size:
+
+- **sailyard** the way a user runs it: `.venv/bin/spark-submit --driver-memory 1g jobs/ingest.py --input
+  <docs> --lake <lake>`, then `... jobs/dedup.py --lake <lake> --stages near`, each timed on its own (wall
+  seconds including the JVM's start) and together; the clusters come from the lake's `drops` table (stage
+  `near`: `doc_id`, `dup_of`, `cluster_id`), mapped back to the corpus's ids through `docs_raw.meta`;
+- **datatrove 0.10.1**: its four-stage MinHash pipeline (LocalPipelineExecutor, 2 workers, JsonlReader,
+  its default English word tokenizer), clusters from `minhash_cluster_id`;
+- **text-dedup 0.4.0**: `python -m text_dedup.minhash --path json --data_files <docs>/*.jsonl` (`num_proc`
+  2), clusters from its union-find, kept documents from its output;
+- **rensa 0.5.0**: `RMinHashDeduplicator(threshold, num_perm, use_lsh=True).add_pairs((id, tokens))` as
+  its README shows, tokens being word 5-grams of `text.split()` (`--rensa-ngram 1`: the README's
+  unigrams), each removed document joined to the kept ones it duplicates (`get_duplicate_sets`).
+
+Every tool reads the JSONL itself (end to end), uses 5-gram shingles, 20 bands × 6 rows (120
+permutations) and threshold 0.8. Peak RSS is summed over each command's whole process tree (JVM, Python
+workers, multiprocessing pools), sampled every 0.2 s. Scores against the planted truth (`bench/corpus.py`):
+pair P/R/F1 of "same cluster" over all documents, removal F1 (each cluster of c should lose c-1) and the
+worst language's pair F1. The peers run in their own venv (they need numpy 2; the project pins numpy < 2).
+Results: printed, and `bench/results/dedup.json`.
 """
 
 from __future__ import annotations
@@ -18,9 +34,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -29,31 +46,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SAILYARD_RUN = textwrap.dedent("""
-    import json, sys, time
-    t0 = time.time()
-    from data_engine.dedup.config import NearDedupConfig
-    from data_engine.dedup.near import dedup_near
-    from data_engine.spark import get_spark
-    corpus, out, bands, rows = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    spark = get_spark("bench-near")
-    t1 = time.time()
-    df = spark.read.parquet(corpus)
-    result = dedup_near(df, NearDedupConfig(bands=bands, rows=rows))
-    result.kept.write.mode("overwrite").parquet(out + ".kept.parquet")
-    labels = {r.doc_id: r._component for r in result.tagged.where("_component is not null")
-              .select("doc_id", "_component").collect()}
-    t2 = time.time()
-    json.dump({"clusters": labels, "spark_start": t1 - t0, "dedup": t2 - t1, "metrics": result.metrics},
-              open(out, "w"))
-""")
+from bench.corpus import Truth, ensure_corpus, load_truth, score_run  # noqa: E402
+
+TOOLS = ("sailyard", "datatrove", "text-dedup", "rensa")
 
 DATATROVE_RUN = textwrap.dedent("""
-    import json, sys
+    import glob, gzip, json, sys
     from datatrove.executor.local import LocalPipelineExecutor
     from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
                                                   MinhashDedupFilter, MinhashDedupSignature)
-    from datatrove.pipeline.readers import ParquetReader
+    from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
     from datatrove.utils.hashing import HashConfig
 
@@ -62,7 +64,7 @@ DATATROVE_RUN = textwrap.dedent("""
         bands, rows, workers = int(bands), int(rows), int(workers)
         cfg = MinhashConfig(n_grams=5, num_buckets=bands, hashes_per_bucket=rows,
                             hash_config=HashConfig(precision=64))
-        reader = lambda: ParquetReader(corpus, text_key="text", id_key="doc_id")
+        reader = lambda: JsonlReader(corpus, text_key="text", id_key="doc_id")
         logs = work + "/logs"
         LocalPipelineExecutor([reader(), MinhashDedupSignature(output_folder=work + "/sigs", config=cfg)],
                               tasks=workers, workers=workers, logging_dir=logs + "/1").run()
@@ -76,169 +78,316 @@ DATATROVE_RUN = textwrap.dedent("""
                                                             exclusion_writer=JsonlWriter(work + "/removed")),
                                JsonlWriter(work + "/kept")],
                               tasks=workers, workers=workers, logging_dir=logs + "/4").run()
-        import glob, gzip
-        clusters = {}
-        for path in glob.glob(work + "/kept/*") + glob.glob(work + "/removed/*"):
-            with gzip.open(path, "rt") as handle:
-                for line in handle:
-                    doc = json.loads(line)
-                    cid = doc["metadata"].get("minhash_cluster_id", -1)
-                    if cid != -1:
-                        clusters[doc["id"]] = str(cid)
-        json.dump({"clusters": clusters}, open(out, "w"))
+        clusters, removed = {}, []
+        for kind in ("kept", "removed"):
+            for path in glob.glob(work + "/" + kind + "/*"):
+                with gzip.open(path, "rt") as handle:
+                    for line in handle:
+                        doc = json.loads(line)
+                        cid = doc["metadata"].get("minhash_cluster_id", -1)
+                        if cid != -1:
+                            clusters[doc["id"]] = str(cid)
+                        if kind == "removed":
+                            removed.append(doc["id"])
+        json.dump({"clusters": clusters, "removed": removed}, open(out, "w"))
 """)
 
 TEXTDEDUP_RUN = textwrap.dedent("""
-    import json, pickle, subprocess, sys
-    from datasets import Dataset
-    import pyarrow.parquet as pq
+    import glob, json, pickle, subprocess, sys
+    from datasets import load_from_disk
     corpus, work, out, bands, rows, workers = sys.argv[1:7]
-    table = pq.read_table(corpus)
-    ids = table.column("doc_id").to_pylist()
-    rows_ = list(range(len(ids)))
-    Dataset.from_dict({"text": table.column("text").to_pylist(), "row": rows_}).save_to_disk(work + "/in")
-    subprocess.run([sys.executable, "-m", "text_dedup.minhash", "--path", work + "/in", "--local",
-                    "--output", work + "/out", "--column", "text", "--idx_column", "row",
-                    "--cache_dir", work + "/cache", "--ngram", "5", "--num_perm", str(int(bands) * int(rows)),
-                    "--b", bands, "--r", rows, "--threshold", "0.8", "--num_proc", workers, "--debug"],
-                   check=True, cwd=work)
-    uf = pickle.load(open(work + "/out/uf.pkl", "rb"))
-    clusters = {ids[r]: str(uf.find(r)) for r in uf.parent}
-    json.dump({"clusters": clusters}, open(out, "w"))
+    subprocess.run([sys.executable, "-m", "text_dedup.minhash", "--path", "json",
+                    "--data_files", corpus + "/*.jsonl", "--split", "train", "--cache_dir", work + "/cache",
+                    "--output", work + "/out", "--column", "text", "--idx_column", "doc_id",
+                    "--ngram", "5", "--num_perm", str(int(bands) * int(rows)), "--b", bands, "--r", rows,
+                    "--threshold", "0.8", "--num_proc", workers, "--debug"], check=True, cwd=work)
+    uf = pickle.load(open(work + "/out/uf.pkl", "rb"))  # keys are doc_ids (--idx_column)
+    clusters = {d: str(uf.find(d)) for d in list(uf.parent)}
+    kept = set(load_from_disk(work + "/out")["doc_id"])
+    ids = []
+    for path in sorted(glob.glob(corpus + "/*.jsonl")):
+        with open(path, encoding="utf-8") as handle:
+            ids += [json.loads(line)["doc_id"] for line in handle]
+    json.dump({"clusters": clusters, "removed": [d for d in ids if d not in kept]}, open(out, "w"))
+""")
+
+RENSA_RUN = textwrap.dedent("""
+    import glob, json, sys
+    from rensa import RMinHashDeduplicator
+    corpus, work, out, bands, rows, ngram = sys.argv[1:7]
+    bands, rows, ngram = int(bands), int(rows), int(ngram)
+
+    def tokens(text):
+        words = text.split()
+        if ngram == 1 or len(words) < ngram:
+            return words or [text]
+        return [" ".join(words[i:i + ngram]) for i in range(len(words) - ngram + 1)]
+
+    docs = []
+    for path in sorted(glob.glob(corpus + "/*.jsonl")):
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                rec = json.loads(line)
+                docs.append((rec["doc_id"], rec["text"]))
+    dedup = RMinHashDeduplicator(threshold=0.8, num_perm=bands * rows, use_lsh=True, num_bands=bands)
+    keep = dedup.add_pairs((doc_id, tokens(text)) for doc_id, text in docs)
+    removed = [(doc_id, text) for (doc_id, text), k in zip(docs, keep) if not k]
+    parent = {}
+
+    def find(x):
+        while parent.get(x, x) != x:
+            x = parent[x]
+        return x
+
+    for (doc_id, _), matches in zip(removed, dedup.get_duplicate_sets([tokens(t) for _, t in removed])):
+        for other in matches:
+            a, b = find(doc_id), find(other)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    members = set(parent) | set(parent.values())
+    json.dump({"clusters": {d: find(d) for d in members}, "removed": [d for d, _ in removed]}, open(out, "w"))
 """)
 
 
-def peak_rss_of_tree(proc: subprocess.Popen, samples: list[int]) -> None:
-    """Sum of RSS over the process and all its descendants, sampled every 0.2 s until it exits."""
+def _tree_rss(root) -> int:  # noqa: ANN001
     import psutil
 
-    try:
-        root = psutil.Process(proc.pid)
-    except psutil.NoSuchProcess:
-        return
-    while proc.poll() is None:
-        total = 0
+    total = 0
+    for p in [root, *root.children(recursive=True)]:
         try:
-            for p in [root, *root.children(recursive=True)]:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def timed(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> tuple[float, int, str]:
+    """Run `cmd`; return wall seconds, peak RSS (bytes) and its stdout (stderr and stdout also go to `log`,
+    so a failure can be read in full). Peak RSS is the larger of the process tree's summed RSS, sampled
+    every 0.1 s (JVM + Python workers together), and the kernel's high-water mark of the largest single
+    process (`wait4`), which a run shorter than a sample still has."""
+    import psutil
+
+    samples: list[int] = []
+    done = threading.Event()
+    start = time.perf_counter()
+    with open(log, "w") as err, open(log.with_suffix(".stdout"), "w+") as out:
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err, text=True)
+        root = psutil.Process(proc.pid)
+
+        def watch() -> None:
+            while not done.wait(0.1):
                 try:
-                    total += p.memory_info().rss
+                    samples.append(_tree_rss(root))
                 except psutil.Error:
                     pass
-        except psutil.Error:
-            break
-        samples.append(total)
-        time.sleep(0.2)
 
-
-def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int, subprocess.CompletedProcess]:
-    samples: list[int] = []
-    start = time.time()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watcher = threading.Thread(target=peak_rss_of_tree, args=(proc, samples), daemon=True)
-    watcher.start()
-    stdout, stderr = proc.communicate()
-    wall = time.time() - start
-    watcher.join(timeout=1)
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        done.set()
+        watcher.join(timeout=1)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        stdout = out.read()
     if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[:3]} failed ({proc.returncode}):\n{stderr[-3000:]}")
-    return wall, max(samples, default=0), subprocess.CompletedProcess(cmd, 0, stdout, stderr)
+        tail = (log.read_text()[-2000:] + "\n" + stdout[-1000:]).strip()
+        raise RuntimeError(f"{Path(cmd[0]).name} … exited {proc.returncode}; see {log}:\n{tail}")
+    return wall, max(max(samples, default=0), usage.ru_maxrss * 1024), stdout
 
 
-def write_corpus(path: Path, docs: list, files: int = 2) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def _summary(stdout: str) -> dict:
+    """The job's JSON summary: the last line of its stdout."""
+    lines = [line for line in stdout.strip().splitlines() if line.strip()]
+    summary = json.loads(lines[-1]) if lines else {}
+    if summary.get("status") != "ok":
+        raise RuntimeError(f"job summary not ok: {lines[-1] if lines else '(no output)'}")
+    return summary
 
-    path.mkdir(parents=True, exist_ok=True)
-    for i in range(files):
-        part = docs[i::files]
-        pq.write_table(pa.table({"doc_id": [d.doc_id for d in part], "lang": [d.lang for d in part],
-                                 "text": [d.text for d in part]}), path / f"part-{i}.parquet", row_group_size=4000)
+
+def _read_delta(path: Path, columns: list[str]):  # noqa: ANN202
+    """A Delta table's columns as pyarrow (SubTreeFileSystem: no abort at exit, see shared/notes/delta-rs.md)."""
+    import pyarrow.fs as pafs
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(path)).to_pyarrow_table(
+        columns=columns, filesystem=pafs.SubTreeFileSystem(str(path), pafs.LocalFileSystem()))
+
+
+def sailyard_clusters(lake: Path) -> tuple[dict[str, str], list[str], int]:
+    """Clusters and removed documents of the near stage in corpus ids, and docs_dedup's row count."""
+    raw = _read_delta(lake / "docs_raw", ["doc_id", "meta"])
+    to_corpus = {d: json.loads(m)["doc_id"] for d, m in zip(raw.column("doc_id").to_pylist(),
+                                                           raw.column("meta").to_pylist(), strict=True)}
+    drops = _read_delta(lake / "drops", ["doc_id", "stage", "dup_of", "cluster_id"]).to_pylist()
+    clusters: dict[str, str] = {}
+    removed = []
+    for row in drops:
+        if row["stage"] != "near":
+            continue
+        removed.append(to_corpus[row["doc_id"]])
+        clusters[to_corpus[row["doc_id"]]] = row["cluster_id"]
+        clusters[to_corpus[row["dup_of"]]] = row["cluster_id"]
+    from deltalake import DeltaTable
+
+    return clusters, removed, DeltaTable(str(lake / "docs_dedup")).count()
+
+
+def run_sailyard(docs_dir: Path, work: Path, args: argparse.Namespace, env: dict[str, str], n: int,
+                 truth: Truth) -> list[dict]:
+    lake = work / "lake"
+    submit = [str(ROOT / ".venv" / "bin" / "spark-submit"), "--driver-memory", args.driver_memory]
+    wall_i, rss_i, out_i = timed([*submit, str(ROOT / "jobs" / "ingest.py"), "--input", str(docs_dir),
+                                  "--lake", str(lake)], env, work, work / "ingest.log")
+    ingest = _summary(out_i)
+    wall_n, rss_n, out_n = timed([*submit, str(ROOT / "jobs" / "dedup.py"), "--lake", str(lake),
+                                  "--stages", "near"], env, work, work / "dedup.log")
+    near = _summary(out_n)
+    clusters, removed, kept = sailyard_clusters(lake)
+    if kept + len(removed) != n:
+        print(f"warning: docs_dedup {kept} + removed {len(removed)} != {n} documents", file=sys.stderr)
+    scores = score_run(clusters, removed, truth)
+    rows = [_row("sailyard ingest", n, wall_i, rss_i, None, job_seconds=ingest.get("seconds"),
+                 kept=ingest.get("kept"), quarantined=ingest.get("quarantined")),
+            _row("sailyard near", n, wall_n, rss_n, scores, removed=len(removed), job_seconds=near.get("seconds")),
+            _row("sailyard ingest+near", n, wall_i + wall_n, max(rss_i, rss_n), scores, removed=len(removed))]
+    return rows
+
+
+def run_peer(tool: str, docs_dir: Path, work: Path, args: argparse.Namespace, env: dict[str, str], n: int,
+             truth: Truth) -> list[dict]:
+    out = work / "result.json"
+    script = work / "run.py"
+    b, r = str(args.bands), str(args.rows)
+    if tool == "datatrove":
+        script.write_text(DATATROVE_RUN)
+        cmd = [args.peers_python, str(script), str(docs_dir), str(work), str(out), b, r, "2"]
+    elif tool == "text-dedup":
+        script.write_text(TEXTDEDUP_RUN)
+        cmd = [args.peers_python, str(script), str(docs_dir), str(work), str(out), b, r, "2"]
+    elif tool == "rensa":
+        script.write_text(RENSA_RUN)
+        cmd = [args.peers_python, str(script), str(docs_dir), str(work), str(out), b, r, str(args.rensa_ngram)]
+    else:
+        raise SystemExit(f"unknown tool {tool!r}; known: {', '.join(TOOLS)}")
+    wall, rss, _ = timed(cmd, env, work, work / "run.log")
+    result = json.loads(out.read_text())
+    scores = score_run(result["clusters"], result["removed"], truth)
+    return [_row(tool, n, wall, rss, scores, removed=len(result["removed"]))]
+
+
+def _row(tool: str, n: int, seconds: float, rss: int, scores: dict | None, **extra) -> dict:  # noqa: ANN003
+    row = {"tool": tool, "docs": n, "seconds": round(seconds, 1), "docs_per_s": round(n / seconds),
+           "peak_rss_mb": round(rss / 2**20)}
+    row.update(scores or {})
+    row.update({k: v for k, v in extra.items() if v is not None})
+    return row
+
+
+def targets(rows: list[dict]) -> list[dict]:
+    """Issue 17's bars, checked on each size's rows: near ≥ 3,000 docs/s, ingest ≥ 8,000 docs/s, ingest +
+    near at least text-dedup's docs/s, removal F1 ≥ 0.99, every language's pair F1 ≥ 0.9."""
+    out = []
+    for n in sorted({r["docs"] for r in rows}):
+        by = {r["tool"]: r for r in rows if r["docs"] == n and "error" not in r}
+        near, ingest, both, td = (by.get(k) for k in ("sailyard near", "sailyard ingest", "sailyard ingest+near",
+                                                     "text-dedup"))
+        checks = []
+        if near:
+            checks += [("near docs/s >= 3000", near["docs_per_s"], near["docs_per_s"] >= 3000),
+                       ("removal F1 >= 0.99", near["removal_f1"], near["removal_f1"] >= 0.99),
+                       (f"worst language pair F1 >= 0.9 ({near['worst_lang']})", near["worst_lang_pair_f1"],
+                        near["worst_lang_pair_f1"] >= 0.9)]
+        if ingest:
+            checks.append(("ingest docs/s >= 8000", ingest["docs_per_s"], ingest["docs_per_s"] >= 8000))
+        if both and td:
+            checks.append((f"ingest+near docs/s >= text-dedup's ({td['docs_per_s']})", both["docs_per_s"],
+                           both["docs_per_s"] >= td["docs_per_s"]))
+        out += [{"docs": n, "check": c, "value": v, "ok": ok} for c, v, ok in checks]
+    return out
+
+
+def print_table(rows: list[dict], checks: list[dict]) -> None:
+    head = (f"{'tool':<22}{'docs':>8}{'seconds':>9}{'docs/s':>8}{'RSS MB':>8}{'pair P':>8}{'pair R':>8}"
+            f"{'pair F1':>8}{'rm F1':>7}  worst lang pair F1")
+    print("\n" + head + "\n" + "-" * len(head))
+    for r in rows:
+        if "error" in r:
+            print(f"{r['tool']:<22}{r['docs']:>8}   failed: {r['error'].splitlines()[0][:90]}")
+            continue
+        if "pair_f1" not in r:
+            print(f"{r['tool']:<22}{r['docs']:>8}{r['seconds']:>9}{r['docs_per_s']:>8}{r['peak_rss_mb']:>8}")
+            continue
+        print(f"{r['tool']:<22}{r['docs']:>8}{r['seconds']:>9}{r['docs_per_s']:>8}{r['peak_rss_mb']:>8}"
+              f"{r['pair_precision']:>8.3f}{r['pair_recall']:>8.3f}{r['pair_f1']:>8.3f}{r['removal_f1']:>7.3f}"
+              f"  {r['worst_lang_pair_f1']:.3f} ({r['worst_lang']})")
+    if checks:
+        print("\nissue 17 targets:")
+        for c in checks:
+            print(f"  {c['docs']:>7} docs  {'ok  ' if c['ok'] else 'MISS'}  {c['check']}: {c['value']}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from data_engine.dedup.shingles import ShingleSpec
-    from data_engine.sample.labelled import build_background, build_labelled_set, pair_scores, truth_clusters
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--docs", type=int, default=25000, help="background documents at scale 1")
-    p.add_argument("--scales", default="1,2,4")
-    p.add_argument("--tools", default="sailyard,datatrove,text-dedup")
+    p.add_argument("--docs", default="25000,100000", help="corpus sizes, comma-separated")
+    p.add_argument("--tools", default=",".join(TOOLS))
+    p.add_argument("--seed", type=int, default=17)
     p.add_argument("--bands", type=int, default=20)
     p.add_argument("--rows", type=int, default=6)
+    p.add_argument("--driver-memory", default="1g", help="spark-submit --driver-memory (Spark's default: 1g)")
+    p.add_argument("--rensa-ngram", type=int, default=5, help="rensa's tokens: word n-grams of text.split()")
     p.add_argument("--peers-python", default=str(ROOT / "bench" / ".venv-peers" / "bin" / "python"))
+    p.add_argument("--work", default=os.environ.get("SAILYARD_BENCH_WORK", "/tmp/sailyard-bench-dedup"),
+                   help="corpora (kept and reused) and each run's files (replaced)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = p.parse_args(argv)
-    tools = args.tools.split(",")
-    scales = [int(s) for s in args.scales.split(",")]
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    unknown = sorted(set(tools) - set(TOOLS))
+    if unknown:
+        p.error(f"unknown tool(s) {unknown}; known: {', '.join(TOOLS)}")
+    if any(t != "sailyard" for t in tools) and not Path(args.peers_python).exists():
+        p.error(f"{args.peers_python} not found: `make bench/.venv-peers/.installed` makes the peers' venv")
+    sizes = [int(s) for s in args.docs.split(",")]
+    work_root = Path(args.work)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    labelled = build_labelled_set()
-    truth = truth_clusters(labelled, 0.8, ShingleSpec())
-    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYTHONPATH=str(ROOT))
-    results = []
-    for scale in scales:
-        docs = build_background(args.docs * scale) + labelled
-        work = Path(tempfile.mkdtemp(prefix=f"bench-dedup-{scale}x-"))
-        write_corpus(work / "corpus", docs)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SAILYARD_PARENT_RUN_ID")}
+    rows: list[dict] = []
+    corpora = {}
+    for n in sizes:
+        corpus_dir = work_root / f"corpus-{n}-s{args.seed}"
+        t0 = time.perf_counter()
+        manifest = ensure_corpus(corpus_dir, n, seed=args.seed)
+        corpora[n] = {k: v for k, v in manifest.items() if k != "parts"}
+        print(f"corpus {corpus_dir}: {n:,} documents, {manifest['clusters']:,} clusters, "
+              f"{sum(x['bytes'] for x in manifest['parts']) / 1e6:.0f} MB ({time.perf_counter() - t0:.1f} s)",
+              flush=True)
+        truth = load_truth(corpus_dir)
         for tool in tools:
-            out = work / f"{tool}.json"
-            tool_dir = work / tool
-            tool_dir.mkdir()
-            if tool == "sailyard":
-                cmd = [sys.executable, "-c", SAILYARD_RUN, str(work / "corpus"), str(out), str(args.bands),
-                       str(args.rows)]
-            elif tool == "datatrove":
-                script = tool_dir / "run.py"
-                script.write_text(DATATROVE_RUN)
-                cmd = [args.peers_python, str(script), str(work / "corpus"), str(tool_dir), str(out),
-                       str(args.bands), str(args.rows), "2"]
-            elif tool == "text-dedup":
-                import pyarrow.parquet as pq
-
-                pq.write_table(pq.read_table(work / "corpus"), tool_dir / "corpus.parquet")
-                cmd = [args.peers_python, "-c", TEXTDEDUP_RUN, str(tool_dir / "corpus.parquet"), str(tool_dir),
-                       str(out), str(args.bands), str(args.rows), "2"]
-            else:
-                raise SystemExit(f"unknown tool {tool}")
+            work = work_root / f"run-{n}" / tool
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
             try:
-                wall, rss, _ = timed(cmd, env, ROOT)
-            except RuntimeError as exc:
-                print(f"{tool} at {scale}x failed: {exc}", file=sys.stderr)
-                continue
-            report = json.loads(out.read_text())
-            labels = {k: v for k, v in report["clusters"].items() if k in truth}
-            scores = pair_scores(labels, truth)
-            row = {"tool": tool, "scale": scale, "docs": len(docs), "seconds": round(wall, 1),
-                   "docs_per_s": round(len(docs) / wall), "peak_rss_mb": round(rss / 2**20),
-                   "precision": round(scores.precision, 4), "recall": round(scores.recall, 4),
-                   "f1": round(scores.f1, 4),
-                   "spark_start_s": round(report["spark_start"], 1) if "spark_start" in report else None}
-            results.append(row)
-            print(json.dumps(row), flush=True)
-    (out_dir / "dedup.json").write_text(json.dumps(results, indent=2))
-    print_table(results, tools, scales)
+                if tool == "sailyard":
+                    new = run_sailyard(corpus_dir / "docs", work, args, env, n, truth)
+                else:
+                    new = run_peer(tool, corpus_dir / "docs", work, args, env, n, truth)
+            except Exception as exc:  # noqa: BLE001 - one tool failing must not lose the others' rows
+                print(f"{tool} at {n:,} docs failed: {exc}", file=sys.stderr, flush=True)
+                new = [{"tool": tool, "docs": n, "error": str(exc)[:2000]}]
+            for row in new:
+                print(json.dumps({k: v for k, v in row.items() if k != "pair_f1_by_lang"}), flush=True)
+            rows += new
+    checks = targets(rows)
+    result = {"rows": rows, "targets": checks, "corpora": corpora,
+              "settings": {"bands": args.bands, "rows": args.rows, "threshold": 0.8, "ngram": 5,
+                           "driver_memory": args.driver_memory, "rensa_ngram": args.rensa_ngram},
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M")}}
+    (out_dir / "dedup.json").write_text(json.dumps(result, indent=2) + "\n")
+    print_table(rows, checks)
     return 0
-
-
-def print_table(results: list[dict], tools: list[str], scales: list[int]) -> None:
-    head = f"{'tool':<11}{'scale':>6}{'docs':>9}{'seconds':>9}{'docs/s':>8}{'RSS MB':>8}{'P':>7}{'R':>7}{'F1':>7}"
-    print("\n" + head + "\n" + "-" * len(head))
-    for r in results:
-        print(f"{r['tool']:<11}{r['scale']:>6}{r['docs']:>9}{r['seconds']:>9}{r['docs_per_s']:>8}"
-              f"{r['peak_rss_mb']:>8}{r['precision']:>7}{r['recall']:>7}{r['f1']:>7}"
-              + (f"   (Spark start {r['spark_start_s']} s)" if r.get("spark_start_s") is not None else ""))
-    by = {(r["tool"], r["scale"]): r for r in results}
-    for scale in scales:
-        ours, theirs = by.get(("sailyard", scale)), by.get(("datatrove", scale))
-        if ours and theirs:
-            print(f"sailyard/datatrove throughput at {scale}x: {ours['docs_per_s'] / theirs['docs_per_s']:.2f}")
-    for tool in tools:
-        runs = [by[(tool, s)] for s in scales if (tool, s) in by]
-        if len(runs) > 1:
-            base = runs[0]
-            ratios = ", ".join(f"{r['scale'] // base['scale']}x docs → {r['seconds'] / base['seconds']:.2f}x time"
-                               for r in runs[1:])
-            print(f"{tool}: {ratios}")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,10 @@ _DEFAULTS: dict[str, str] = {
     # `lang=123` must stay a string; table schemas come from the Delta log, not from paths.
     "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
-    # Small Arrow batches keep numpy temporaries in cache (measured: notes/spark-minhash.md).
+    # Small Arrow batches keep numpy temporaries in cache (measured: notes/spark-minhash.md);
+    # the byte cap bounds a batch of long pages (data_engine/batches.py bounds it in characters).
     "spark.sql.execution.arrow.maxRecordsPerBatch": "2000",
+    "spark.sql.execution.arrow.maxBytesPerBatch": str(64 << 20),
     "spark.sql.adaptive.enabled": "true",
     "spark.ui.showConsoleProgress": "false",
     "spark.ui.enabled": "false",
@@ -32,7 +34,6 @@ _DEFAULTS: dict[str, str] = {
 _LOCAL_DEFAULTS: dict[str, str] = {
     "spark.sql.shuffle.partitions": "8",
     "spark.default.parallelism": "4",
-    "spark.driver.memory": "4g",
     "spark.driver.bindAddress": "127.0.0.1",
     "spark.driver.host": "127.0.0.1",
 }
@@ -56,7 +57,13 @@ def get_spark(app_name: str = "sailyard", conf: dict[str, str] | None = None) ->
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    SparkContext._ensure_initialized()  # start or join the JVM: spark-submit's settings live there
+    # Start or join the JVM: spark-submit's settings live there. The driver heap is a JVM flag, so
+    # from plain Python it is passed at launch (SAILYARD_DRIVER_MEMORY, else spark-defaults.conf's);
+    # setting it on the builder afterwards would be silently ignored.
+    launch = None
+    if SparkContext._gateway is None and not under_spark_submit() and os.environ.get("SAILYARD_DRIVER_MEMORY"):
+        launch = SparkConf(loadDefaults=False).set("spark.driver.memory", os.environ["SAILYARD_DRIVER_MEMORY"])
+    SparkContext._ensure_initialized(conf=launch)
     given = SparkConf()  # under spark-submit: what the user passed; those settings win
     wanted = dict(_DEFAULTS)
     if under_spark_submit():
@@ -65,8 +72,6 @@ def get_spark(app_name: str = "sailyard", conf: dict[str, str] | None = None) ->
         master = wanted["spark.master"] = os.environ.get("SAILYARD_SPARK_MASTER", "local[*]")
     if master.startswith("local"):
         wanted.update(_LOCAL_DEFAULTS)
-        wanted["spark.driver.memory"] = os.environ.get("SAILYARD_DRIVER_MEMORY",
-                                                       wanted["spark.driver.memory"])
     wanted.update(conf or {})
     builder = SparkSession.builder.appName(app_name)
     for key, value in wanted.items():

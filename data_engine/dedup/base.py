@@ -26,39 +26,68 @@ class StageResult:
             frame.unpersist()
 
 
-def keep_order(df: Any) -> list[Any]:
-    """The documented keep rule, as sort columns: the first row of a group is the survivor.
+#: Groups with more members than this are joined to their survivor by broadcast, not by a shuffle
+#: on the key: a hot URL or a page copied a million times would otherwise be one task's input.
+#: At most (documents / HOT_KEY_DOCS) keys are ever broadcast.
+HOT_KEY_DOCS = 2_000
 
-    Highest `quality_score` when the column exists, then the longest text, then the smallest
-    `doc_id` — total and deterministic, so every run keeps the same documents.
+
+def keep_rank(df: Any) -> Any:
+    """The documented keep rule as one sortable struct: the smallest is the survivor.
+
+    Highest `quality_score` when the column exists (nulls last), then the longest text, then the
+    smallest `doc_id` — total and deterministic, so every run keeps the same documents.
     """
     from pyspark.sql import functions as F
 
-    order = []
+    fields = []
     if "quality_score" in df.columns:
-        order.append(F.col("quality_score").desc_nulls_last())
-    order += [F.length("text").desc(), F.col("doc_id").asc()]
-    return order
+        fields += [F.col("quality_score").isNull().alias("q_null"), (-F.col("quality_score")).alias("q")]
+    fields += [(-F.length("text")).alias("len"), F.col("doc_id").alias("id")]
+    return F.struct(*fields)
 
 
-def tag_duplicates(df: Any, group_col: str, *, stage: str, reason: str,
-                   order: list[Any] | None = None) -> StageResult:
-    """Keep the first row of each `group_col` group by `order` (default `keep_order`); drop the
-    rest with `dup_of` naming the survivor. Rows whose group is null are all kept."""
-    from pyspark import StorageLevel
-    from pyspark.sql import Window
+def tag_duplicates(df: Any, keys: Any, *, stage: str, reason: str, hot_docs: int = HOT_KEY_DOCS) -> StageResult:
+    """Keep the best row (smallest `_rank`) of each `_key` group of `keys`; drop the rest with
+    `dup_of` naming the survivor and `cluster_id` the key.
+
+    `keys` is a narrow frame (doc_id, _key, _rank) over the documents of `df`; rows with a null key
+    are nobody's duplicate. Survivors are chosen by aggregation (combined on the map side, so a key
+    held by half the table costs one row per map task), only the groups with two or more members
+    are joined back to their members (hot ones by broadcast), and only the losers are joined to the
+    documents: no step sorts or shuffles a whole group into one task.
+    """
     from pyspark.sql import functions as F
 
-    window = Window.partitionBy(group_col).orderBy(*(order or keep_order(df)))
-    survivor = F.first("doc_id").over(window)
-    tagged = (df.withColumn("_survivor", F.when(F.col(group_col).isNotNull(), survivor))
-              .withColumn("_dup_of", F.when(F.col("_survivor") != F.col("doc_id"), F.col("_survivor")))
+    keyed = keys.where(F.col("_key").isNotNull())
+    groups = (keyed.groupBy("_key").agg(F.min_by("doc_id", "_rank").alias("_survivor"),
+                                        F.count(F.lit(1)).alias("_n"))
+              .where(F.col("_n") > 1))
+    hot = groups.where(F.col("_n") > hot_docs).select("_key", "_survivor")
+    cold = groups.where(F.col("_n") <= hot_docs).select("_key", "_survivor")
+    members = keyed.select("doc_id", "_key")
+    joined = (members.join(F.broadcast(hot), "_key")
+              .unionByName(members.join(F.broadcast(hot.select("_key")), "_key", "left_anti").join(cold, "_key")))
+    losers = (joined.where(F.col("doc_id") != F.col("_survivor"))
+              .select("doc_id", F.col("_survivor").alias("_dup_of"), F.col("_key").cast("string").alias("_cluster")))
+    return tag_losers(df, losers, stage=stage, reason=reason)
+
+
+def tag_losers(df: Any, losers: Any, *, stage: str, reason: str) -> StageResult:
+    """Mark the documents of `df` listed in `losers` (doc_id, _dup_of, _cluster) as dropped.
+
+    One join on doc_id — evenly spread whatever the duplicates look like; every other row passes
+    through untouched.
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    tagged = (df.join(losers, "doc_id", "left")
               .withColumn("_drop", F.col("_dup_of").isNotNull())
-              .drop("_survivor")
               .persist(StorageLevel.MEMORY_AND_DISK))
-    kept = tagged.filter(~F.col("_drop")).drop("_dup_of", "_drop", group_col)
+    kept = tagged.filter(~F.col("_drop")).drop("_dup_of", "_cluster", "_drop")
     dropped = tagged.filter(F.col("_drop")).select(
         "doc_id", F.lit(stage).alias("stage"), "lang", F.lit(reason).alias("reason"),
-        F.col("_dup_of").alias("dup_of"), F.col(group_col).cast("string").alias("cluster_id"),
+        F.col("_dup_of").alias("dup_of"), F.col("_cluster").alias("cluster_id"),
         F.lit(None).cast("string").alias("detail"))
     return StageResult(kept=kept, dropped=dropped, tagged=tagged)

@@ -40,7 +40,10 @@ class NearDedupConfig:
     verify: Literal["exact", "signature"] = "exact"
     """Candidate check: exact Jaccard of the shingle sets, or the signatures' estimate (faster)."""
     max_bucket_size: int = 100
-    """Larger LSH buckets link members to their smallest doc_id instead of forming all pairs."""
+    """Larger LSH buckets are split by the keys of further bands instead of forming all pairs."""
+    driver_graph_edges: int = 2_000_000
+    """Verified graphs up to this many edges are clustered on the driver (about 100 bytes an
+    edge there); larger ones in Spark, a few jobs per round. Same clusters either way."""
 
     def __post_init__(self) -> None:
         from data_engine.dedup.shingles import SCRIPTS
@@ -51,6 +54,8 @@ class NearDedupConfig:
         for name in ("bands", "rows", "word_ngram", "char_ngram", "max_bucket_size"):
             if getattr(self, name) < 1:
                 problems.append(f"near.{name} must be at least 1, got {getattr(self, name)}")
+        if self.driver_graph_edges < 0:
+            problems.append(f"near.driver_graph_edges must be 0 or more, got {self.driver_graph_edges}")
         unknown = sorted(set(self.char_ngram_by_script) - set(SCRIPTS[1:]))
         if unknown:
             problems.append(f"near.char_ngram_by_script: unknown script(s) {unknown}; known: {list(SCRIPTS[1:])}")

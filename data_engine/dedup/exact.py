@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from data_engine.dedup.base import StageResult, tag_duplicates
+from data_engine.dedup.base import StageResult, keep_rank, tag_duplicates
 from data_engine.dedup.config import ExactDedupConfig
 from data_engine.dedup.normalize import text_hash_column
 
@@ -15,5 +15,6 @@ REASON = "exact_duplicate"
 def dedup_exact(df: Any, cfg: ExactDedupConfig = ExactDedupConfig()) -> StageResult:
     """Group by the hash of the normalised text (`normalize.normalize_text`); `cluster_id` in
     drops is that hash, so `drops` rows of one group share it with their survivor's `dup_of`."""
-    hashed = df.withColumn("_text_hash", text_hash_column(df["text"], lowercase=cfg.lowercase))
-    return tag_duplicates(hashed, "_text_hash", stage=STAGE, reason=REASON)
+    keys = df.select("doc_id", text_hash_column(df["text"], lowercase=cfg.lowercase).alias("_key"),
+                     keep_rank(df).alias("_rank"))
+    return tag_duplicates(df, keys, stage=STAGE, reason=REASON)

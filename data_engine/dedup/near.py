@@ -1,15 +1,18 @@
 """MinHash near-duplicate dedup: shingles → signatures → LSH candidates → verified edges →
-connected components → one survivor per component.
+clusters around centres → one survivor per cluster.
 
 What makes it different from the usual MinHash script (notes/anchors-curation.md):
 - script-aware shingles (`shingles.py`): Thai or Chinese near-duplicates are found, different
   Thai documents are not merged;
 - every candidate pair is verified — exact Jaccard of the two shingle sets by default — so LSH's
   false positives (and whole templated sites) never become edges;
-- buckets larger than `max_bucket_size` are linked to their smallest member instead of all pairs,
-  so one bucket never becomes a quadratic task;
-- components are computed in Spark (`components.py`), survivors by the documented keep rule —
-  the same documents on every run.
+- an LSH bucket larger than `max_bucket_size` is split by the keys of further bands (its members
+  must then agree on two bands, then three …), so one bucket never becomes a quadratic task and
+  its near-duplicate pairs are still found; only members identical on every band left are linked
+  to one member;
+- clusters are a centre and the documents verified near it (`clusters.py`), not connected
+  components, so chains of edits do not merge documents that are far apart; the centre is the
+  survivor by the documented keep rule — the same documents on every run.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from data_engine.dedup.base import StageResult, keep_order, tag_duplicates
-from data_engine.dedup.components import connected_components
+from data_engine.batches import batch_chars, rebatch
+from data_engine.dedup.base import StageResult, keep_rank, tag_losers
+from data_engine.dedup.clusters import centre_clusters, centre_clusters_local
 from data_engine.dedup.config import NearDedupConfig
 from data_engine.dedup.minhash import MinHasher, s_curve
 from data_engine.dedup.shingles import ShingleSpec
@@ -39,7 +43,7 @@ def scurve(cfg: NearDedupConfig) -> dict[str, float]:
     return {f"{s:.1f}": round(s_curve(s, cfg.bands, cfg.rows), 4) for s in SCURVE_POINTS}
 
 
-def _signature_partitions(cfg: NearDedupConfig, keep_signature: bool) -> Any:
+def _signature_partitions(cfg: NearDedupConfig, keep_signature: bool, max_chars: int) -> Any:
     spec, hasher = spec_of(cfg), MinHasher(cfg.bands, cfg.rows, cfg.seed)
 
     def signatures(batches: Iterator[Any]) -> Iterator[Any]:
@@ -47,7 +51,7 @@ def _signature_partitions(cfg: NearDedupConfig, keep_signature: bool) -> Any:
 
         from data_engine.dedup.shingles import shingle_hashes
 
-        for pdf in batches:
+        for pdf in rebatch(batches, max_chars):
             if pdf.empty:
                 continue
             hashes, doc = shingle_hashes(pdf["text"].tolist(), pdf["lang"].tolist(), spec)
@@ -61,7 +65,7 @@ def _signature_partitions(cfg: NearDedupConfig, keep_signature: bool) -> Any:
     return signatures
 
 
-def _jaccard_partitions(cfg: NearDedupConfig) -> Any:
+def _jaccard_partitions(cfg: NearDedupConfig, max_chars: int) -> Any:
     spec = spec_of(cfg)
 
     def verify(batches: Iterator[Any]) -> Iterator[Any]:
@@ -69,7 +73,7 @@ def _jaccard_partitions(cfg: NearDedupConfig) -> Any:
 
         from data_engine.dedup.shingles import jaccard, shingle_sets
 
-        for pdf in batches:
+        for pdf in rebatch(batches, max_chars, ("text_a", "text_b")):
             if pdf.empty:
                 continue
             n = len(pdf)
@@ -87,47 +91,85 @@ class NearStats:
     edges: int = 0
     rounds: int = 0
     largest_bucket: int = 0
+    split_levels: int = 0
+    clusters: int = 0
 
 
-def candidate_pairs(signed: Any, max_bucket_size: int) -> tuple[Any, int]:
-    """(a, b) pairs with a < b sharing at least one LSH band key, and the largest bucket size.
+#: How many further bands an oversized bucket is split by before its members are starred.
+MAX_SPLIT_LEVELS = 4
 
-    Bucket sizes come first (a count, pre-aggregated on the map side). Buckets up to
-    `max_bucket_size` collect their members and give all pairs; a larger bucket only links each
-    member to its smallest doc_id — a star keeps it connected with a linear number of pairs, and no
-    task ever holds a giant bucket's member list.
-    """
+
+def _all_pairs(members: Any) -> Any:
+    """Every (a, b), a < b, within each (band, key) bucket of `members` (doc_id, band, key)."""
     from pyspark.sql import functions as F
 
-    buckets = signed.select("doc_id", F.posexplode("bands").alias("band", "key"))
-    sizes = (buckets.groupBy("band", "key")
-             .agg(F.count(F.lit(1)).alias("size"), F.min("doc_id").alias("leader"))
-             .where(F.col("size") > 1))
-    largest = sizes.agg(F.max("size")).collect()[0][0] or 0
-    members = buckets.join(sizes, ["band", "key"])
     all_pairs = F.expr("flatten(transform(docs, (x, i) -> "
                        "transform(slice(docs, i + 2, size(docs)), y -> named_struct('a', x, 'b', y))))")
-    pairs_small = (members.where(F.col("size") <= max_bucket_size)
-                   .groupBy("band", "key").agg(F.sort_array(F.collect_list("doc_id")).alias("docs"))
-                   .select(F.explode(all_pairs).alias("p")).select("p.a", "p.b"))
-    pairs_big = (members.where((F.col("size") > max_bucket_size) & (F.col("doc_id") != F.col("leader")))
-                 .select(F.col("leader").alias("a"), F.col("doc_id").alias("b")))
-    return pairs_small.unionByName(pairs_big).distinct(), int(largest)
+    return (members.groupBy("band", "key").agg(F.sort_array(F.collect_list("doc_id")).alias("docs"))
+            .select(F.explode(all_pairs).alias("p")).select("p.a", "p.b"))
 
 
-def dedup_near(df: Any, cfg: NearDedupConfig = NearDedupConfig()) -> StageResult:
-    """Remove near duplicates; `cluster_id` in drops is the component id (its smallest doc_id)."""
+def candidate_pairs(signed: Any, bands: int, max_bucket_size: int) -> tuple[Any, int, int]:
+    """(a, b) pairs with a < b sharing at least one LSH band key; the largest bucket's size; and
+    how many split levels oversized buckets needed.
+
+    Bucket sizes come first (a count, pre-aggregated on the map side). Buckets up to
+    `max_bucket_size` give all their pairs. A larger bucket's members are re-keyed by the key of
+    the next band as well and counted again, up to `MAX_SPLIT_LEVELS` times: each level keeps the
+    pairs that also agree on one more band (pairs at the threshold share most bands: 0.8^6 ≈ 0.26
+    per band), and no task ever holds a giant bucket's member list. What is still oversized after
+    that agrees on five bands; it is linked to its smallest doc_id.
+    """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
+    buckets = signed.select("doc_id", F.posexplode("bands").alias("band", "key"))
+    sizes = (buckets.groupBy("band", "key").agg(F.count(F.lit(1)).alias("size"))
+             .where(F.col("size") > 1).persist(StorageLevel.MEMORY_AND_DISK))
+    largest = int(sizes.agg(F.max("size")).collect()[0][0] or 0)
+    members = buckets.join(sizes, ["band", "key"])
+    pairs = _all_pairs(members.where(F.col("size") <= max_bucket_size).select("doc_id", "band", "key"))
+    levels = 0
+    if largest > max_bucket_size:
+        big = (members.where(F.col("size") > max_bucket_size).select("doc_id", "band", "key")
+               .join(signed.select("doc_id", "bands"), "doc_id"))
+        while levels < MAX_SPLIT_LEVELS:
+            levels += 1
+            nxt = F.element_at("bands", F.pmod(F.col("band") + levels, F.lit(bands)).cast("int") + 1)
+            big = big.withColumn("key", F.xxhash64("key", nxt)).persist(StorageLevel.MEMORY_AND_DISK)
+            sub = (big.groupBy("band", "key").agg(F.count(F.lit(1)).alias("size"))
+                   .where(F.col("size") > 1))
+            split = big.join(sub, ["band", "key"])
+            pairs = pairs.unionByName(_all_pairs(split.where(F.col("size") <= max_bucket_size)
+                                                 .select("doc_id", "band", "key")))
+            still = split.where(F.col("size") > max_bucket_size).drop("size").persist(StorageLevel.MEMORY_AND_DISK)
+            big.unpersist()
+            big = still
+            if not big.take(1):
+                break
+        leaders = big.groupBy("band", "key").agg(F.min("doc_id").alias("leader"))
+        pairs = pairs.unionByName(big.join(leaders, ["band", "key"]).where(F.col("doc_id") != F.col("leader"))
+                                  .select(F.col("leader").alias("a"), F.col("doc_id").alias("b")))
+    sizes.unpersist()
+    return pairs.distinct(), largest, levels
+
+
+def dedup_near(df: Any, cfg: NearDedupConfig = NearDedupConfig()) -> StageResult:
+    """Remove near duplicates; `cluster_id` and `dup_of` in drops are the cluster's centre."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    max_chars = batch_chars(df.sparkSession)
     exact_check = cfg.verify == "exact"
     sig_schema = "doc_id string, bands array<bigint>" + ("" if exact_check else ", sig array<bigint>")
     signed = (df.select("doc_id", "lang", "text")
-              .mapInPandas(_signature_partitions(cfg, keep_signature=not exact_check), sig_schema)
+              .mapInPandas(_signature_partitions(cfg, keep_signature=not exact_check, max_chars=max_chars),
+                           sig_schema)
               .persist(StorageLevel.MEMORY_AND_DISK))
     stats = NearStats()
+    cached: list[Any] = []
     try:
-        pairs, stats.largest_bucket = candidate_pairs(signed, cfg.max_bucket_size)
+        pairs, stats.largest_bucket, stats.split_levels = candidate_pairs(signed, cfg.bands, cfg.max_bucket_size)
         pairs = pairs.persist(StorageLevel.MEMORY_AND_DISK)
         stats.candidates = pairs.count()
         if exact_check:
@@ -136,7 +178,7 @@ def dedup_near(df: Any, cfg: NearDedupConfig = NearDedupConfig()) -> StageResult
                                              F.col("text").alias("text_a")), "a")
                       .join(docs.select(F.col("doc_id").alias("b"), F.col("lang").alias("lang_b"),
                                         F.col("text").alias("text_b")), "b")
-                      .mapInPandas(_jaccard_partitions(cfg), "a string, b string, jaccard double"))
+                      .mapInPandas(_jaccard_partitions(cfg, max_chars), "a string, b string, jaccard double"))
         else:
             same = F.expr(f"size(filter(zip_with(sig_a, sig_b, (x, y) -> x = y), e -> e)) / {cfg.bands * cfg.rows}")
             scored = (pairs.join(signed.select(F.col("doc_id").alias("a"), F.col("sig").alias("sig_a")), "a")
@@ -146,18 +188,22 @@ def dedup_near(df: Any, cfg: NearDedupConfig = NearDedupConfig()) -> StageResult
                  .select(F.col("a").alias("u"), F.col("b").alias("v"))
                  .persist(StorageLevel.MEMORY_AND_DISK))
         stats.edges = edges.count()
-        components = connected_components(edges)
-        stats.rounds = components.rounds
-        labelled = df.join(components.labels.select(F.col("node").alias("doc_id"),
-                                                     F.col("component").alias("_component")),
-                           "doc_id", "left")
-        result = tag_duplicates(labelled, "_component", stage=STAGE, reason=REASON, order=keep_order(df))
-        result.tagged.count()  # materialise before the intermediate frames go
         pairs.unpersist()
+        ranks = df.select("doc_id", keep_rank(df).alias("_rank"))
+        if stats.edges <= cfg.driver_graph_edges:
+            clusters = centre_clusters_local(edges, ranks)
+        else:
+            clusters = centre_clusters(edges, ranks)
+        cached += clusters.cached
+        stats.rounds, stats.clusters = clusters.rounds, clusters.clusters
+        result = tag_losers(df, clusters.losers, stage=STAGE, reason=REASON)
+        result.tagged.count()  # materialise before the intermediate frames go
         edges.unpersist()
     finally:
         signed.unpersist()
-    metrics = {"candidates": stats.candidates, "edges": stats.edges, "cc_rounds": stats.rounds,
-               "largest_bucket": stats.largest_bucket,
+    metrics = {"candidates": stats.candidates, "edges": stats.edges, "cluster_rounds": stats.rounds,
+               "clusters": stats.clusters, "largest_bucket": stats.largest_bucket,
+               "bucket_split_levels": stats.split_levels,
                **{f"s_curve.{k}": v for k, v in scurve(cfg).items()}}
-    return StageResult(kept=result.kept, dropped=result.dropped, tagged=result.tagged, metrics=metrics)
+    return StageResult(kept=result.kept, dropped=result.dropped, tagged=result.tagged, metrics=metrics,
+                       cached=cached)

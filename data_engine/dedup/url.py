@@ -92,9 +92,7 @@ def dedup_url(df: Any, cfg: UrlDedupConfig = UrlDedupConfig()) -> StageResult:
     """
     from pyspark.sql import functions as F
 
-    if "url" not in df.columns:  # nothing to compare: every document passes
-        return tag_duplicates(df.withColumn("_url_key", F.lit(None).cast("string")), "_url_key",
-                              stage=STAGE, reason=REASON)
-    keyed = df.withColumn("_url_key", url_key_column(df["url"], cfg))
-    order = [F.length("text").desc(), F.col("doc_id").asc()]
-    return tag_duplicates(keyed, "_url_key", stage=STAGE, reason=REASON, order=order)
+    key = url_key_column(df["url"], cfg) if "url" in df.columns else F.lit(None).cast("string")
+    rank = F.struct((-F.length("text")).alias("len"), F.col("doc_id").alias("id"))
+    keys = df.select("doc_id", key.alias("_key"), rank.alias("_rank"))
+    return tag_duplicates(df, keys, stage=STAGE, reason=REASON)

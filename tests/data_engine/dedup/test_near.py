@@ -88,6 +88,26 @@ def test_survivor_follows_the_keep_rule_and_runs_repeat_exactly(spark):
     out.release()
 
 
+def clusters_of(out) -> dict[str, str]:
+    """doc_id → its centre, for every removed document and every centre that removed one."""
+    drops = {r.doc_id: r.dup_of for r in out.dropped.collect()}
+    return {**drops, **{c: c for c in drops.values()}}
+
+
+def reference_jaccard(a: str, b: str, lang: str) -> float:
+    """Jaccard written here, not by the stage: whitespace words (5-grams), or non-space characters
+    (5-grams) for the scripts without spaces."""
+    import unicodedata
+
+    def grams(text: str) -> set[tuple[str, ...]]:
+        text = unicodedata.normalize("NFC", text).lower()
+        units = list("".join(text.split())) if lang in ("tha", "lao", "khm", "mya", "zho") else text.split()
+        return {tuple(units[i:i + 5]) for i in range(max(1, len(units) - 4))}
+
+    x, y = grams(a), grams(b)
+    return len(x & y) / len(x | y)
+
+
 @pytest.mark.parametrize("cfg", [NearDedupConfig(), NearDedupConfig(verify="signature")], ids=["exact", "signature"])
 def test_labelled_set_pair_f1_meets_the_targets(spark, cfg):
     docs = build_labelled_set()
@@ -95,30 +115,90 @@ def test_labelled_set_pair_f1_meets_the_targets(spark, cfg):
     df = spark.createDataFrame([(d.doc_id, d.lang, d.text) for d in docs], SCHEMA)
     out = dedup_near(df, cfg)
     try:
-        predicted = {r.doc_id: r._component for r in out.tagged.select("doc_id", "_component").collect()
-                     if r._component is not None}
+        predicted = clusters_of(out)
+        centres = {r.doc_id: r.cluster_id for r in out.dropped.collect()}
+        kept = {r.doc_id for r in out.kept.select("doc_id").collect()}
     finally:
         out.release()
+    assert kept.isdisjoint(k for k, v in predicted.items() if k != v) and len(kept) + sum(
+        k != v for k, v in predicted.items()) == len(docs)
     overall = pair_scores(predicted, truth)
     assert overall.true_pairs > 300
     if cfg.verify == "signature":  # the estimate is noisy near the threshold: a looser, overall bar
         assert overall.precision >= 0.85 and overall.f1 >= 0.8, overall
         return
-    assert overall.f1 >= 0.95, overall
+    # Truth here is connected components of the Jaccard ≥ 0.8 graph; centres split chains, so
+    # pairs of a chain's far ends are missed by design (precision is what centres buy).
+    assert overall.precision >= 0.97 and overall.f1 >= 0.9, overall
+    by_id = {d.doc_id: d for d in docs}
+    for doc, centre in centres.items():  # every removed document is near its cluster's centre
+        if doc != centre:
+            a, b = shingle_sets([by_id[doc].text, by_id[centre].text], [by_id[doc].lang] * 2, spec_of(cfg))
+            assert jaccard(a, b) >= cfg.threshold, (doc, centre)
     for lang in {d.lang for d in docs}:
         ids = {d.doc_id for d in docs if d.lang == lang}
         scores = pair_scores({k: v for k, v in predicted.items() if k in ids},
                              {k: v for k, v in truth.items() if k in ids})
-        assert scores.f1 >= 0.9, (lang, scores)
+        assert scores.f1 >= 0.85, (lang, scores)
 
 
-def test_oversized_buckets_become_stars_not_quadratic_pair_sets(spark):
+def test_a_chain_of_edits_is_cut_into_stars(spark):
+    """n0≈n1≈n2≈n3≈n4, each only near its neighbours: components make one cluster of five whose
+    ends share little; centres make stars, each member near its centre."""
+    docs = [" ".join(f"w{i:03d}" for i in range(20 * k, 20 * k + 200)) for k in range(5)]
+    for k in range(4):
+        assert reference_jaccard(docs[k], docs[k + 1], "eng") > 0.8
+        assert reference_jaccard(docs[k], docs[min(k + 2, 4)], "eng") < 0.7 or k == 3
+    rows = [(f"n{k}", "eng", text) for k, text in enumerate(docs)]
+    # n1, n2, n3 have two neighbours each; n1 is first by the keep rule (equal lengths: smallest
+    # id), so it claims n0 and n2; n3 claims n4. Survivors by the keep rule: n0 and n3.
+    expected = {"n1": ("n0", "n1"), "n2": ("n0", "n1"), "n4": ("n3", "n3")}
+    for graph_edges in (10, 0):  # on the driver, and in Spark rounds: the same clusters
+        out = dedup_near(spark.createDataFrame(rows, SCHEMA), NearDedupConfig(driver_graph_edges=graph_edges))
+        try:
+            got = {r.doc_id: (r.dup_of, r.cluster_id) for r in out.dropped.collect()}
+            assert got == expected, (graph_edges, got)
+            assert out.metrics["edges"] == 4 and out.metrics["clusters"] == 2
+        finally:
+            out.release()
+
+
+def test_greedy_centres_in_spark_rounds_match_the_driver_loop(spark):
+    """Random graphs: the distributed rounds reproduce the greedy loop exactly."""
+    import random
+
+    from data_engine.dedup.clusters import centre_clusters, centre_clusters_local
+
+    rng = random.Random(3)
+    n = 60
+    edges = sorted({tuple(sorted(rng.sample(range(n), 2))) for _ in range(90)})
+    e_df = spark.createDataFrame([(f"n{a:02d}", f"n{b:02d}") for a, b in edges], "u string, v string")
+    ranks = spark.createDataFrame([(f"n{i:02d}", (rng.random(),)) for i in range(n)],
+                                  "doc_id string, _rank struct<q:double>")
+    local = centre_clusters_local(e_df, ranks)
+    spread = centre_clusters(e_df, ranks)
+    expected = sorted(tuple(r) for r in local.losers.collect())
+    got = sorted(tuple(r) for r in spread.losers.collect())
+    for frame in spread.cached:
+        frame.unpersist()
+    assert got == expected and spread.rounds >= 2 and spread.clusters == local.clusters
+    assert len(expected) > 20
+
+
+def test_oversized_buckets_are_split_by_further_bands_not_starred(spark):
     from data_engine.dedup.near import candidate_pairs
 
-    rows = [(f"d{i}", [7, i]) for i in range(6)] + [("x", [8, 100]), ("y", [8, 101])]
+    # Six documents share band 0's key 7. On band 1, d1 and d2 agree (a near pair), d0 (the
+    # smallest id, a star's centre) agrees with nobody: a star would lose (d1, d2).
+    rows = [("d0", [7, 100]), ("d1", [7, 50]), ("d2", [7, 50]), ("d3", [7, 103]), ("d4", [7, 104]),
+            ("d5", [7, 105]), ("x", [8, 200]), ("y", [8, 201])]
     signed = spark.createDataFrame(rows, "doc_id string, bands array<bigint>")
-    capped, largest = candidate_pairs(signed, max_bucket_size=3)
-    assert largest == 6
-    assert sorted(tuple(r) for r in capped.collect()) == [("d0", f"d{i}") for i in range(1, 6)] + [("x", "y")]
-    full, _ = candidate_pairs(signed, max_bucket_size=10)
-    assert full.count() == 15 + 1
+    capped, largest, levels = candidate_pairs(signed, 2, max_bucket_size=3)
+    assert largest == 6 and levels == 1
+    assert sorted(tuple(r) for r in capped.collect()) == [("d1", "d2"), ("x", "y")]
+    full, _, levels = candidate_pairs(signed, 2, max_bucket_size=10)
+    assert full.count() == 15 + 1 and levels == 0
+    # Members identical on every band are still linked (to the smallest id), linearly.
+    same = spark.createDataFrame([(f"s{i}", [9, 9]) for i in range(6)], "doc_id string, bands array<bigint>")
+    starred, _, _ = candidate_pairs(same, 2, max_bucket_size=3)
+    assert sorted(tuple(r) for r in starred.collect()) == [("s0", f"s{i}") for i in range(1, 6)]
