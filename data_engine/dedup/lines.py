@@ -9,7 +9,9 @@ navigation, cookie notices, share buttons, copyright footers). Here:
    so this is a plain count that Spark pre-aggregates on the map side: the hottest line of a
    crawl costs one shuffled row per map task, never one task holding all its documents;
 3. lines counted in more than `max_docs` documents are removed from every document of their
-   bucket (the set of frequent line hashes is broadcast, so no document text is shuffled);
+   bucket: a join of (document, line hash) with the frequent set gives each document the list of
+   its own frequent lines (never a set collected on the driver: at Sailor2's 10M-document buckets
+   that is 10⁸–10⁹ hashes), and only documents with such a list have their text rewritten;
 4. documents left empty or shorter than `min_units` (words, or characters for text written
    without spaces) are dropped (`drops`, with the reason);
    `line_drops` gets per-document removed line and character counts (`kind = 'doc'`) and the
@@ -63,16 +65,20 @@ def _line_partitions(batches: Iterator[Any]) -> Iterator[Any]:
             yield pd.DataFrame({"doc_id": docs, "bucket": buckets, "lang": langs, "line_hash": keys})
 
 
-def _removal_partitions(frequent: Any, cfg: LineDedupConfig, columns: list[str]) -> Any:
+def _removal_partitions(cfg: LineDedupConfig, columns: list[str], max_chars: int) -> Any:
     def remove(batches: Iterator[Any]) -> Iterator[Any]:
+        from data_engine.batches import rebatch
         from data_engine.dedup.shingles import text_units
 
-        hot = frequent.value  # {bucket: set of line hashes}
-        for pdf in batches:
+        for pdf in rebatch(batches, max_chars):
             texts, stats = [], []
-            for bucket, text in zip(pdf["bucket"], pdf["text"], strict=True):
+            for hot, text in zip(pdf["_hot"], pdf["text"], strict=True):
                 lines = text.split("\n")
-                lines_hot = hot.get(int(bucket), ())
+                if hot is None or len(hot) == 0:  # no frequent line: the text is not rewritten
+                    texts.append(text)
+                    stats.append((len(lines), 0, len(text), 0))
+                    continue
+                lines_hot = {int(h) for h in hot}
                 kept = [ln for ln in lines if not ln.strip() or line_key(ln) not in lines_hot]
                 new = "\n".join(kept).strip("\n")
                 texts.append(new)
@@ -90,6 +96,20 @@ def _removal_partitions(frequent: Any, cfg: LineDedupConfig, columns: list[str])
             yield out
 
     return remove
+
+
+def _top_per_lang(k: int) -> Any:
+    """Each partition's k most frequent lines per language: the first half of a top-k that never
+    gathers a whole language in one task."""
+    def top(batches: Iterator[Any]) -> Iterator[Any]:
+        import pandas as pd
+
+        parts = [pdf for pdf in batches if not pdf.empty]
+        if parts:
+            pdf = pd.concat(parts).sort_values(["lang", "docs", "line_hash"], ascending=[True, False, True])
+            yield pdf.groupby("lang", sort=False).head(k)
+
+    return top
 
 
 def _example_partitions(top: Any) -> Any:
@@ -117,7 +137,10 @@ def dedup_lines(df: Any, cfg: LineDedupConfig = LineDedupConfig()) -> StageResul
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
+    from data_engine.batches import batch_chars
+
     spark = df.sparkSession
+    max_chars = batch_chars(spark)
     total = df.count()
     n_buckets = max(1, -(-total // cfg.bucket_docs))
     bucketed = df.withColumn("bucket", _bucket_expr(n_buckets))
@@ -127,15 +150,14 @@ def dedup_lines(df: Any, cfg: LineDedupConfig = LineDedupConfig()) -> StageResul
     try:
         counts = lines.groupBy("bucket", "line_hash").agg(F.count(F.lit(1)).alias("docs"))
         frequent = counts.where(F.col("docs") > cfg.max_docs).persist(StorageLevel.MEMORY_AND_DISK)
-        hot: dict[int, set[int]] = {}
-        for row in frequent.select("bucket", "line_hash").toLocalIterator():
-            hot.setdefault(int(row.bucket), set()).add(int(row.line_hash))
-        hot_bc = spark.sparkContext.broadcast(hot)
+        hits = lines.join(frequent.select("bucket", "line_hash"), ["bucket", "line_hash"])
+        hot_of_doc = hits.groupBy("doc_id").agg(F.collect_list("line_hash").alias("_hot"))
 
-        # The most frequent removed lines per language, with their text, for a person to check.
-        per_lang = (lines.join(frequent.select("bucket", "line_hash"), ["bucket", "line_hash"])
-                    .groupBy("lang", "line_hash").agg(F.count(F.lit(1)).alias("docs")))
-        ranked = (per_lang.withColumn("rank", F.row_number().over(
+        # The most frequent removed lines per language, with their text, for a person to check:
+        # a top-k per partition, then per language over those few rows.
+        per_lang = hits.groupBy("lang", "line_hash").agg(F.count(F.lit(1)).alias("docs"))
+        local_top = per_lang.mapInPandas(_top_per_lang(cfg.top_lines), "lang string, line_hash long, docs long")
+        ranked = (local_top.withColumn("rank", F.row_number().over(
             Window.partitionBy("lang").orderBy(F.col("docs").desc(), F.col("line_hash"))))
                   .where(F.col("rank") <= cfg.top_lines).persist(StorageLevel.MEMORY_AND_DISK))
         top_bc = spark.sparkContext.broadcast({int(r.line_hash) for r in ranked.select("line_hash").collect()})
@@ -152,7 +174,8 @@ def dedup_lines(df: Any, cfg: LineDedupConfig = LineDedupConfig()) -> StageResul
                             if f.name != "text")
                   + ", text string, _lines_before long, _lines_removed long, _chars_before long, "
                   "_chars_removed long, _reason string")
-        tagged = (bucketed.mapInPandas(_removal_partitions(hot_bc, cfg, columns), schema)
+        tagged = (bucketed.join(hot_of_doc, "doc_id", "left")
+                  .mapInPandas(_removal_partitions(cfg, columns, max_chars), schema)
                   .withColumn("_drop", F.col("_reason").isNotNull())
                   .persist(StorageLevel.MEMORY_AND_DISK))
         tagged.count()
@@ -166,7 +189,7 @@ def dedup_lines(df: Any, cfg: LineDedupConfig = LineDedupConfig()) -> StageResul
         kept = tagged.where(~F.col("_drop")).select(*df.columns)
         dropped = drop_rows(tagged.where(F.col("_drop")), stage=STAGE, reason=F.col("_reason"),
                             detail=F.format_string("%d of %d lines removed", "_lines_removed", "_lines_before"))
-        metrics = {"frequent_lines": float(sum(len(v) for v in hot.values())), "buckets": float(n_buckets),
+        metrics = {"frequent_lines": float(frequent.count()), "buckets": float(n_buckets),
                    "docs_with_lines_removed": float(doc_rows.count())}
         return StageResult(kept=kept, dropped=dropped, tagged=tagged, metrics=metrics,
                            extra={"line_drops": line_drops}, cached=[frequent, ranked])
