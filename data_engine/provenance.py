@@ -10,8 +10,9 @@ rows. A link that was never recorded (a table written outside a stage, a run del
 is said in the node's `missing` list instead of failing: lineage reports what is known.
 
 `rebuild_shards` writes a run's shards again from the pinned table versions their manifest rows
-name, through the exporter's own steps (selection, tokenisation, merge, content names), under a
-folder of its own, committing nothing; `compare_shards` checks them byte for byte.
+name, through the exporter's own steps (selection, tokenisation, the parts a language's rows were
+cut into, content names), under a folder of its own, committing nothing; `compare_shards` checks
+them byte for byte.
 """
 
 from __future__ import annotations
@@ -336,20 +337,22 @@ class ShardSpec:
     dtype: str | None = None
     top_percent: float | None = None
     min_tokens: int = 1  # the export's `min_tokens` (documents with fewer tokens were left out)
+    part: int | None = None  # k of the part (None: a one-file shard of an export before parts)
+    part_bytes: int | None = None  # the export's `part_bytes` (None: one part per language)
 
 
 def rebuild_shards(spark: Any, lake_dir: str, specs: list[ShardSpec], out_dir: str | Path) -> dict[str, dict[str, Any]]:
     """Export `specs` again from their pinned table versions into `<out_dir>/<group>/`, committing nothing.
 
     The exporter's own steps in its order: the pinned version, its languages, the top-percent
-    selection, tokenisation on the executors, the merge and the content name. Returns prefix
-    (where the run read it) → `{prefix, docs, tokens, checksum, idx_checksum}` of the rebuilt
-    shard, or `{error}` when it could not be rebuilt.
+    selection, tokenisation on the executors, the parts of `part_bytes` and the content names. A part
+    is rebuilt with its whole language (where a part starts depends on every document before it).
+    Returns prefix (where the run read it) → `{prefix, docs, tokens, checksum, idx_checksum}` of the
+    rebuilt part, or `{error}` when it could not be rebuilt.
     """
     from data_engine.export.config import ExportConfig
     from data_engine.export.indexed_dataset import token_dtype
-    from data_engine.export.manifest import shard_name
-    from data_engine.export.shards import ExportResult, _check_selection, _select_top, _tokenize_and_merge
+    from data_engine.export.shards import ExportResult, _check_selection, _place, _select_top, _tokenize_into_parts
     from data_engine.stage import read_input
     from data_engine.tokenizer import identity
 
@@ -357,8 +360,10 @@ def rebuild_shards(spark: Any, lake_dir: str, specs: list[ShardSpec], out_dir: s
     done: dict[str, dict[str, Any]] = {}
     groups: dict[tuple[Any, ...], list[ShardSpec]] = {}
     for s in specs:
-        groups.setdefault((s.group, s.table, s.version, s.tokenizer, s.eod_id, s.min_tokens), []).append(s)
-    for (group, table, version, tokenizer, eod_id, min_tokens), members in sorted(groups.items()):
+        key = (s.group, s.table, s.version, s.tokenizer, s.eod_id, s.min_tokens, s.part_bytes)
+        groups.setdefault(key, []).append(s)
+    for (group, table, version, tokenizer, eod_id, min_tokens, part_bytes), members in sorted(
+            groups.items(), key=lambda kv: tuple("" if x is None else str(x) for x in kv[0])):
         tok = identity(tokenizer, eod_id)
         stale = [s for s in members if s.tokenizer_digest != tok.digest]
         for s in stale:
@@ -369,7 +374,7 @@ def rebuild_shards(spark: Any, lake_dir: str, specs: list[ShardSpec], out_dir: s
             continue
         stage_dir = out / group
         work = stage_dir / f"_tmp-{uuid.uuid4().hex}"
-        (work / "parts").mkdir(parents=True)
+        work.mkdir(parents=True)
         cached: list[Any] = []
         try:
             source = read_input(spark, lake_dir, table, version)
@@ -383,20 +388,23 @@ def rebuild_shards(spark: Any, lake_dir: str, specs: list[ShardSpec], out_dir: s
                 df, ranks = _select_top(spark, df, selection, counts)
                 cached.append(ranks)
             result = ExportResult(group, table, version, str(stage_dir))
-            cfg = ExportConfig(input_table=table, tokenizer=tokenizer, eod_id=eod_id, min_tokens=min_tokens)
+            cfg = ExportConfig(input_table=table, tokenizer=tokenizer, eod_id=eod_id, min_tokens=min_tokens,
+                               part_bytes=part_bytes)
             dtype = token_dtype(max(tok.vocab_size, tok.eod_id + 1))
-            merged = _tokenize_and_merge(spark, df, langs, work, tok, dtype, cfg, result)
+            written = _tokenize_into_parts(spark, df, langs, work, tok, dtype, cfg, result)
+            placed = {lang: _place(lang, parts, stage_dir, group, table, version, tok, dtype.name,
+                                   part_bytes=part_bytes) for lang, parts in written.items()}
             for s in members:
-                files = merged.get(s.lang)
-                if files is None:
+                parts = placed.get(s.lang, [])
+                k = 0 if s.part is None else s.part
+                if not parts:
                     done[s.prefix] = {"error": f"{where} gives no {s.lang} document with {min_tokens} or more tokens"}
-                    continue
-                prefix = stage_dir / shard_name(s.lang, files["checksum"], files["idx_checksum"])
-                for suffix in (".bin", ".idx"):
-                    os.replace(files["work_prefix"] + suffix, f"{prefix}{suffix}")
-                done[s.prefix] = {"prefix": str(prefix), "docs": files["docs"], "tokens": files["tokens"],
-                                  "checksum": files["checksum"], "idx_checksum": files["idx_checksum"],
-                                  "dtype": dtype.name}
+                elif k >= len(parts):
+                    done[s.prefix] = {"error": f"{where} gives {len(parts)} {s.lang} part(s) of part_bytes "
+                                               f"{part_bytes}, the run read part {k}"}
+                else:
+                    done[s.prefix] = {k2: parts[k][k2] for k2 in ("prefix", "docs", "tokens", "checksum",
+                                                                 "idx_checksum", "dtype")}
         finally:
             for frame in cached:
                 frame.unpersist()

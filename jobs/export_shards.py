@@ -2,13 +2,15 @@
 
     spark-submit jobs/export_shards.py --lake <dir> --out <dir> --stage <name> [--config YAML]
         [--table NAME] [--input-version N] [--tokenizer qwen2.5|DIR|HF_NAME] [--langs tha,vie]
+        [--part-bytes N]
     spark-submit jobs/export_shards.py --lake <dir> --out <dir> --plan plan.yaml [--config YAML]
-        [--tokenizer ...]
+        [--tokenizer ...] [--part-bytes N]
 
-Writes `<out>/<stage>/<lang>-<content hash>_text_document.{bin,idx}` (EOD appended to every
-document) and records each shard in the `shard_manifest` table. `--langs` takes tags as ingest does
-(`th` = `tha`) and replaces only those languages' shards of the stage; a selection without
-documents is an error that changes nothing.
+Writes each language as parts `<out>/<stage>/<lang>-<content hash>_text_document_<k>.{bin,idx}`
+(EOD appended to every document; parts of at most `--part-bytes`, default 1 GiB, plus their last
+document, each written by its own Spark task) and records each part in the `shard_manifest` table.
+`--langs` takes tags as ingest does (`th` = `tha`) and replaces only those languages' shards of the
+stage; a selection without documents is an error that changes nothing.
 
 With `--plan` every shard group the plan names is exported as its own stage (its table version,
 languages and top-percent selection; rows carry the plan's digest) and each plan stage gets a NeMo
@@ -36,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", help="'qwen2.5' (bundled), a tokenizer directory or a HF name")
     p.add_argument("--langs", help="comma-separated languages to export, e.g. tha,vie or th,vi "
                                    "(default: all; only these languages' shards of the stage are replaced)")
+    p.add_argument("--part-bytes", type=int, help="bound on one shard part's .bin in bytes (export.part_bytes; "
+                                                  "default 1 GiB); each language is written as near-equal parts")
     return p
 
 
@@ -60,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         from data_engine.spark import get_spark
 
         cfg = section(args.config, "export", ExportConfig)
+        if args.part_bytes is not None:
+            cfg = dataclasses.replace(cfg, part_bytes=args.part_bytes)
         if args.plan:
             if args.tokenizer:
                 cfg = dataclasses.replace(cfg, tokenizer=args.tokenizer)

@@ -2,8 +2,9 @@
 
 Two JSONL folders in six languages (Thai, Lao, Khmer, Burmese and Chinese are written without
 spaces) are ingested as two batches (docs_raw v0 and v1), then cleaned into docs_clean@v0. A plan
-over docs_clean@v0 (tha, vie, zho) is exported with its MLflow run, and one tiny NeMo stage-1 run
-(2 steps, in a subprocess) trains on it. The checkpoint's lineage must reach the plan, the mixture,
+over docs_clean@v0 (tha, vie, zho) is exported with its MLflow run in parts of `PART_BYTES` (Thai
+and Vietnamese in two parts each, Chinese in one), and one tiny NeMo stage-1 run (2 steps, in a
+subprocess) trains on it. The checkpoint's lineage must reach the plan, the mixture,
 the manifest, docs_clean@v0, docs_raw@v1, the two batches and the files with the SHA-256 computed
 here; reproduce-shards rebuilds the shards byte for byte, and says which file differs once one byte
 of a shard the run read is changed.
@@ -30,6 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 FILES = {"first": {"tha.jsonl": "th", "vie.jsonl": "vi", "lao.jsonl": "lo"},
          "second": {"zho.jsonl": "zh", "khm.jsonl": "km", "mya.jsonl": "my"}}
 PLAN_LANGS = ["tha", "vie", "zho"]
+DOCS_PER_FILE = 12  # two UDHR articles each (the long preamble left out), so parts of ~5 documents fit
+PART_BYTES = 5500  # ≈ 1.4k tokens: two parts of Thai and of Vietnamese, one of Chinese, each ≥ 4 documents
+MULTI_PART = {"tha": 2, "vie": 2, "zho": 1}
 
 
 def _write_inputs(root: Path) -> dict[str, list[Path]]:
@@ -40,8 +44,8 @@ def _write_inputs(root: Path) -> dict[str, list[Path]]:
         for name, tag in files.items():
             lang = name.split(".")[0]
             sections = load_udhr(lang)
-            rows = [{"text": "\n\n".join(p for s in sections[i * 3:i * 3 + 3] for p in s), "lang": tag,
-                     "url": f"https://example.{lang}/udhr/{i}"} for i in range(6)]
+            rows = [{"text": "\n\n".join(p for s in sections[1 + i * 2:3 + i * 2] for p in s), "lang": tag,
+                     "url": f"https://example.{lang}/udhr/{i}"} for i in range(DOCS_PER_FILE)]
             path = root / folder / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
@@ -90,6 +94,7 @@ def _train(tmp: Path, work: Path, plan: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def chain(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from data_engine.clean.job import clean_job
+    from data_engine.export.config import ExportConfig
     from data_engine.export.job import plan_export_job
     from data_engine.ingest.job import ingest_job
 
@@ -101,7 +106,7 @@ def chain(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any
     second = ingest_job(spark, lake, [str(tmp / "in" / "second")])
     clean = clean_job(spark, lake)
     plan = _plan(lake, tmp)
-    export = plan_export_job(spark, lake, str(tmp / "shards"), str(plan))
+    export = plan_export_job(spark, lake, str(tmp / "shards"), str(plan), ExportConfig(part_bytes=PART_BYTES))
     trained = _train(tmp, work, plan)
     return {"tmp": tmp, "work": work, "lake": lake, "inputs": inputs, "plan": plan, "export": export,
             "batches": [first["batch_id"], second["batch_id"]], "clean": clean,
@@ -126,7 +131,7 @@ def test_ingest_and_clean_are_traced_to_their_files(chain: dict[str, Any], spark
                              ("first", "second"), strict=True):
         want = {str(p.resolve()): _sha256(p) for p in chain["inputs"][folder]}
         assert {f["path"]: f["sha256"] for f in batch["files"]} == want
-        assert all(f["records"] == 6 and f["complete"] for f in batch["files"])
+        assert all(f["records"] == DOCS_PER_FILE and f["complete"] for f in batch["files"])
         assert batch["run_id"] and batch["source"] == folder
     # The second batch came after version 0.
     earlier = table_provenance(chain["lake"], "docs_raw", 0, runs=reader.summary)
@@ -148,13 +153,16 @@ def test_the_checkpoint_leads_to_plan_manifest_tables_and_files(chain: dict[str,
     manifest = stage["manifest"]
     assert manifest["version"] == chain["export"]["tables"]["shard_manifest"] and manifest["digest_matches"]
     data_config = yaml.safe_load(Path(chain["export"]["data_configs"]["stage1"]).read_text())
-    assert [s["prefix"] for s in manifest["shards"]] == sorted(data_config["paths"][1::2])
+    assert [s["prefix"] for s in manifest["shards"]] == data_config["paths"][1::2]  # by language, then part
+    assert {lang: sum(s["lang"] == lang for s in manifest["shards"]) for lang in PLAN_LANGS} == MULTI_PART
     for s in manifest["shards"]:
+        assert s["prefix"].endswith(f"_text_document_{s['part']}") and s["part_bytes"] == PART_BYTES
+        assert s["bytes"] == Path(s["prefix"] + ".bin").stat().st_size
         assert s["checksum"] == xxhash.xxh3_128_hexdigest(Path(s["prefix"] + ".bin").read_bytes())
         assert s["idx_checksum"] == xxhash.xxh3_128_hexdigest(Path(s["prefix"] + ".idx").read_bytes())
         assert (s["source_table"], s["source_version"], s["export_run_id"]) == \
             ("docs_clean", 0, chain["export"]["mlflow_run_id"])
-    assert sorted(s["lang"] for s in manifest["shards"]) == PLAN_LANGS
+    assert sorted({s["lang"] for s in manifest["shards"]}) == PLAN_LANGS
     assert [(t["table"], t["version"], t["stage"]) for t in out["training_tables"]] == [("docs_clean", 0, "stage1")]
     assert out["tables"] == ["docs_clean@v0", "docs_raw@v1"]
     want = {str(p.resolve()): _sha256(p) for folder in ("first", "second") for p in chain["inputs"][folder]}
@@ -276,8 +284,9 @@ def test_reproduce_shards_is_byte_identical_and_names_a_changed_byte(chain: dict
     assert main([*target, "--out", str(tmp_path / "again")]) == 0
     *table, last = capsys.readouterr().out.strip().splitlines()
     summary = json.loads(last)
-    assert summary["status"] == "ok" and summary["identical"] and summary["checked"] == 2 * len(PLAN_LANGS)
-    assert table[-1] == f"all {2 * len(PLAN_LANGS)} files byte-identical"
+    files = 2 * sum(MULTI_PART.values())  # a .bin and an .idx per part
+    assert summary["status"] == "ok" and summary["identical"] and summary["checked"] == files
+    assert table[-1] == f"all {files} files byte-identical"
     for f in summary["files"]:  # the same content name, the same bytes
         assert Path(f["rebuilt"]).name == Path(f["file"]).name
         assert Path(f["rebuilt"]).read_bytes() == Path(f["file"]).read_bytes()
@@ -299,7 +308,8 @@ def test_reproduce_shards_is_byte_identical_and_names_a_changed_byte(chain: dict
 
 
 def test_a_top_percent_selection_is_rebuilt_identically(spark: Any, tmp_path: Path) -> None:
-    """A stage-2-like selection (top p% by quality score) of Thai and Khmer, rebuilt from its pinned version."""
+    """A stage-2-like selection (top p% by quality score) of Thai and Khmer in small parts, rebuilt
+    from its pinned version part by part; and a one-file shard of an export before parts."""
     import dataclasses
 
     from data_engine.export.config import ExportConfig
@@ -314,17 +324,32 @@ def test_a_top_percent_selection_is_rebuilt_identically(spark: Any, tmp_path: Pa
     lake_io.write_table(spark.createDataFrame(rows, "doc_id string, lang string, text string, quality_score double"),
                         lake, "docs_scored")
     top = {"tha": 30, "khm": 50}
-    export_shards(spark, lake, str(tmp_path / "shards"), "hq", ExportConfig(input_table="docs_scored"),
+    export_shards(spark, lake, str(tmp_path / "shards"), "hq", ExportConfig(input_table="docs_scored", part_bytes=64),
                   input_version=0, top_percent=top)
     _, manifest = read_manifest(lake)
+    assert all(sum(r["lang"] == lang for r in manifest) > 1 for lang in top)  # several parts each
     specs = [ShardSpec(group="hq", lang=r["lang"], prefix=r["prefix"], table="docs_scored", version=0,
                        checksum=r["checksum"], idx_checksum=r["idx_checksum"], tokenizer=r["tokenizer"],
-                       tokenizer_digest=r["tokenizer_digest"], eod_id=r["eod_id"], top_percent=top[r["lang"]])
+                       tokenizer_digest=r["tokenizer_digest"], eod_id=r["eod_id"], top_percent=top[r["lang"]],
+                       part=r["part"], part_bytes=r["part_bytes"])
              for r in manifest]
-    rebuilt = rebuild_shards(spark, lake, specs, tmp_path / "again")
-    assert {s.lang: rebuilt[s.prefix]["docs"] for s in specs} == {"tha": 6, "khm": 10}  # ⌈30% of 20⌉, ⌈50% of 20⌉
+    # Two more: a part the rebuild does not give, and a row of an export before parts (no part, no
+    # part_bytes: the language's one file, as it was written).
+    beyond = dataclasses.replace(specs[0], prefix=specs[0].prefix + "x", part=99)
+    export_shards(spark, lake, str(tmp_path / "old"), "old", ExportConfig(input_table="docs_scored", part_bytes=None,
+                                                                        langs=("tha",)), input_version=0)
+    (row,) = [r for r in read_manifest(lake)[1] if r["stage"] == "old"]
+    legacy = ShardSpec(group="old", lang="tha", prefix=row["prefix"], table="docs_scored", version=0,
+                       checksum=row["checksum"], idx_checksum=row["idx_checksum"], tokenizer=row["tokenizer"],
+                       tokenizer_digest=row["tokenizer_digest"], eod_id=row["eod_id"])
+    rebuilt = rebuild_shards(spark, lake, [*specs, beyond, legacy], tmp_path / "again")
+    docs = {lang: sum(rebuilt[s.prefix]["docs"] for s in specs if s.lang == lang) for lang in top}
+    assert docs == {"tha": 6, "khm": 10}  # ⌈30% of 20⌉, ⌈50% of 20⌉
+    assert all(Path(rebuilt[s.prefix]["prefix"]).name == Path(s.prefix).name for s in specs)
     files = compare_shards(specs, rebuilt)
-    assert len(files) == 4 and all(f["identical"] and f["original"] == "same bytes" for f in files)
+    assert len(files) == 2 * len(specs) and all(f["identical"] and f["original"] == "same bytes" for f in files)
+    assert "the run read part 99" in rebuilt[beyond.prefix]["error"]
+    assert all(f["identical"] for f in compare_shards([legacy], rebuilt))
     # A manifest checksum that disagrees with the rebuilt bytes is named.
     wrong = [dataclasses.replace(specs[0], checksum="0" * 32)]
     (bad, idx) = compare_shards(wrong, rebuilt)

@@ -1,10 +1,13 @@
 """From the shard manifest to the blend NeMo's `PreTrainingDataModule(paths=...)` takes.
 
-The mixture is decided per language (RegMix, or by token count); Megatron blends per shard. This
-module turns one into the other and refuses to train on shards that cannot be right: tokenised
-with another tokenizer, missing on disk, not the files the manifest describes (document and token
-counts of the `.idx`, checksums of `.bin` and `.idx`), or absent for a language the mixture asks for. The rows
-it used are hashed, so an MLflow run names the exact shards its checkpoint saw.
+The mixture is decided per language (RegMix, or by token count); Megatron blends per shard — and
+the exporter writes each language as several parts (`<lang>-<digest>_text_document_<k>`, one
+manifest row each), so a language's weight is shared by its parts in proportion to their tokens and
+its total stays what the mixture says. This module turns one into the other and refuses to train on
+shards that cannot be right: tokenised with another tokenizer, missing on disk, not the files the
+manifest describes (document and token counts of the `.idx`, `.bin` size, checksums of `.bin` and
+`.idx`), or absent for a language the mixture asks for. The rows it used are hashed, so an MLflow
+run names the exact shards its checkpoint saw.
 
 A mixture plan's export writes the blend itself (`<out>/<stage>.data.yaml`); `blend_from_data_config`
 takes its paths as they are, after the same checks against the current manifest.
@@ -21,7 +24,7 @@ from data_engine import lake as lake_io
 from data_engine.config import read_yaml
 from data_engine.errors import ConfigError, TableNotFoundError
 from data_engine.export.indexed_dataset import file_checksum, index_info
-from data_engine.export.shards import manifest_digest
+from data_engine.export.manifest import manifest_digest, row_order
 from data_engine.tables import SHARD_MANIFEST
 from data_engine.tokenizer import identity
 
@@ -80,8 +83,7 @@ def blend_from_manifest(lake: str | Path, stage: str, weights: Mapping[str, floa
         if row["tokens"] > 0:  # an empty shard cannot be sampled from; Megatron rejects weight 0
             by_lang.setdefault(row["lang"], []).append(row)
     lang_weights = _language_weights(by_lang, weights, where, stage)
-    used = sorted((r for lang in lang_weights for r in by_lang[lang]),
-                  key=lambda r: (r["lang"], r["prefix"]))
+    used = sorted((r for lang in lang_weights for r in by_lang[lang]), key=row_order)
     _check_shards(used, tokenizer, where)
     if split is not None:
         _check_split(used, split, where)
@@ -124,7 +126,7 @@ def blend_from_data_config(lake: str | Path, paths_file: str | Path, tokenizer: 
         raise ConfigError(f"data config {path} (manifest v{doc.get('manifest_version')}) names shards that "
                           f"{where} does not: {', '.join(absent)}; re-export the plan "
                           "(export_shards --plan) and train on the data config it writes")
-    used = sorted((by_prefix[prefix] for _, prefix in pairs), key=lambda r: (r["stage"], r["lang"], r["prefix"]))
+    used = sorted((by_prefix[prefix] for _, prefix in pairs), key=row_order)
     _check_shards(used, tokenizer, where)
     if split is not None:
         _check_split(used, split, where)
@@ -263,6 +265,8 @@ def _check_files(row: Mapping[str, Any], shard: str) -> list[str]:
     if size != info.tokens * info.dtype.itemsize:
         problems.append(f"{shard}: {prefix}.bin has {size} bytes, its .idx needs "
                         f"{info.tokens * info.dtype.itemsize}")
+    elif row.get("bytes") is not None and size != row["bytes"]:
+        problems.append(f"{shard}: {prefix}.bin has {size} bytes, the manifest says {row['bytes']}")
     if problems:  # counts already disagree: no need to read the whole .bin
         return problems
     checks = [(".bin", row.get("checksum")), (".idx", row.get("idx_checksum"))]

@@ -34,6 +34,7 @@ from data_engine import tracking
 from data_engine.config import read_yaml
 from data_engine.digests import file_digest
 from data_engine.errors import ConfigError, SailyardError
+from data_engine.export.manifest import row_order
 from data_engine.provenance import RunReader, ShardSpec, run_summary, store_uris, table_provenance, walk
 from data_engine.tables import SHARD_MANIFEST
 from trainer import checkpoints
@@ -319,9 +320,10 @@ def _manifest(run: Any, plan: Any, reader: RunReader, missing: list[str]) -> tup
     exports = _export_runs(lake_dir, int(version), reader)
     for row in used:
         export = exports.get((row["stage"], row["lang"]))
-        node["shards"].append({**{k: row.get(k) for k in ("stage", "lang", "prefix", "docs", "tokens", "checksum",
-                                                          "idx_checksum", "source_table", "source_version",
-                                                          "tokenizer", "tokenizer_digest", "eod_id", "dtype")},
+        node["shards"].append({**{k: row.get(k) for k in ("stage", "lang", "prefix", "part", "docs", "tokens",
+                                                          "bytes", "checksum", "idx_checksum", "source_table",
+                                                          "source_version", "tokenizer", "tokenizer_digest", "eod_id",
+                                                          "dtype", "part_bytes")},
                                "export_run_id": export["run_id"] if export else None,
                                "min_tokens": export["min_tokens"] if export else None})
     return node, lake_dir
@@ -354,7 +356,7 @@ def _used_rows(rows: list[dict[str, Any]], plan: Any, tags: Mapping[str, str], p
     if absent:
         missing.append(f"{SHARD_MANIFEST}@v{version} has no row for {', '.join(absent)}")
     found = [by_prefix[p] for p in prefixes if p in by_prefix]
-    return sorted(found, key=lambda r: (r["stage"], r["lang"], r["prefix"]))
+    return sorted(found, key=row_order)
 
 
 def _export_runs(lake_dir: str, version: int, reader: RunReader) -> dict[tuple[str, str], dict[str, Any]]:
@@ -448,7 +450,8 @@ def shard_specs(chain: Mapping[str, Any]) -> tuple[str, list[ShardSpec]]:
                                idx_checksum=s.get("idx_checksum"), tokenizer=s["tokenizer"],
                                tokenizer_digest=s["tokenizer_digest"], eod_id=int(s["eod_id"]), dtype=s.get("dtype"),
                                top_percent=None if top is None else float(top),
-                               min_tokens=int(s.get("min_tokens") or 1)))
+                               min_tokens=int(s.get("min_tokens") or 1), part=s.get("part"),
+                               part_bytes=s.get("part_bytes")))
     if not specs:
         raise SailyardError(f"{chain.get('target')}: no shard of the run was found in its manifest: "
                             + "; ".join(chain.get("missing", [])[:3]))

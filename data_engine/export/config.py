@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from data_engine.errors import ConfigError
 
+DEFAULT_PART_BYTES = 1 << 30  # 1 GiB: a few hundred MB of text per part, few files per language
+MIN_PART_BYTES = 16  # a handful of tokens: small enough for tests to get several parts from a few documents
+
 
 @dataclass(frozen=True)
 class ExportConfig:
@@ -23,6 +26,11 @@ class ExportConfig:
     """Documents per tokenizer batch on the executors."""
     min_tokens: int = 1
     """Documents with fewer tokens (before EOD) are left out and counted as dropped."""
+    part_bytes: int | None = DEFAULT_PART_BYTES
+    """Bound on one part's `.bin`: each language is written as ⌈bytes / part_bytes⌉ near-equal parts
+    `<lang>-<digest>_text_document_<k>`, each by its own Spark task, so no task, file or driver ever
+    holds a whole language. A part can exceed it by at most its last document. null: one part per
+    language, however large (what exports before parts wrote; reproductions of their rows use it)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.langs, str):  # `langs: tha` in YAML would otherwise select t, h, a
@@ -34,3 +42,6 @@ class ExportConfig:
             raise ConfigError(f"export.batch_docs must be at least 1, got {self.batch_docs}")
         if self.min_tokens < 0:
             raise ConfigError(f"export.min_tokens must be 0 or more, got {self.min_tokens}")
+        if self.part_bytes is not None and self.part_bytes < MIN_PART_BYTES:
+            raise ConfigError(f"export.part_bytes must be at least {MIN_PART_BYTES} (or null for one part per "
+                              f"language), got {self.part_bytes}")

@@ -4,14 +4,14 @@ The format is small and stable: the `.bin` is every document's token ids back to
 `.idx` holds a header, then per sequence its length (int32) and byte offset (int64), then the
 document boundaries (int64, one sequence per document here). Writing it ourselves keeps torch and
 megatron out of the Spark executors; megatron-core's `IndexedDataset` reads the result (tested).
-Parts written by different tasks are joined by concatenating their `.bin` files and their length
-arrays, so no token passes through the driver's memory.
+An index is written block by block (`write_index_chunks`), so the task writing a part holds one
+block of lengths, never the part's whole index.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ _HEADER_BYTES = 34  # magic (9), version (8), dtype code (1), sequence count (8)
 _DTYPE_CODES = {np.dtype(np.uint8): 1, np.dtype(np.int8): 2, np.dtype(np.int16): 3,
                 np.dtype(np.int32): 4, np.dtype(np.int64): 5, np.dtype(np.float64): 6,
                 np.dtype(np.float32): 7, np.dtype(np.uint16): 8}
+_BLOCK_DOCS = 1 << 20  # documents per block when an index is written piecewise
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -30,50 +31,48 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size < 65500 else np.dtype(np.int32)
 
 
-def write_index(idx_path: str | Path, lengths: np.ndarray, dtype: np.dtype) -> None:
-    """The `.idx` for documents of `lengths` tokens each, stored back to back in the `.bin`."""
-    dtype = np.dtype(dtype)
+def write_index(idx_path: str | Path, lengths: np.ndarray, dtype: np.dtype) -> str:
+    """The `.idx` for documents of `lengths` tokens each, stored back to back in the `.bin`;
+    returns its xxh3-128."""
     lengths = np.asarray(lengths, dtype=np.int32)
-    pointers = np.zeros(len(lengths), dtype=np.int64)
-    if len(lengths) > 1:
-        np.cumsum(lengths[:-1].astype(np.int64) * dtype.itemsize, out=pointers[1:])
-    doc_index = np.arange(len(lengths) + 1, dtype=np.int64)
-    with open(idx_path, "wb") as out:
-        out.write(INDEX_HEADER)
-        out.write(struct.pack("<Q", INDEX_VERSION))
-        out.write(struct.pack("<B", _DTYPE_CODES[dtype]))
-        out.write(struct.pack("<Q", len(lengths)))
-        out.write(struct.pack("<Q", len(doc_index)))
-        out.write(lengths.tobytes(order="C"))
-        out.write(pointers.tobytes(order="C"))
-        out.write(doc_index.tobytes(order="C"))
+    return write_index_chunks(idx_path, lambda: iter([lengths]), dtype)[2]
 
 
-def merge_parts(prefix: str | Path, parts: Sequence[tuple[str | Path, str | Path]],
-                dtype: np.dtype) -> tuple[int, int, str]:
-    """Join part files `(bin, lengths.npy)`, in order, into `<prefix>.bin/.idx`.
+def write_index_chunks(idx_path: str | Path, chunks: Callable[[], Iterator[np.ndarray]],
+                       dtype: np.dtype) -> tuple[int, int, str]:
+    """The `.idx` of the documents whose lengths `chunks()` yields, block by block.
 
-    Returns (documents, tokens, checksum): the checksum is the xxh3-128 of the `.bin`, computed
-    while copying, so two exports of the same documents are recognisably the same shard.
+    `chunks` is called once per section (counts, lengths, pointers), so memory stays one block
+    however many documents a part holds. Returns (documents, tokens, xxh3-128 of the file): the
+    checksum is computed while writing, so nobody reads the file back to record it.
     """
     import xxhash
 
-    prefix = Path(prefix)
-    lengths = [np.load(lens) for _, lens in parts]
-    all_lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int32)
+    dtype = np.dtype(dtype)
+    documents = tokens = 0
+    for block in chunks():
+        documents += len(block)
+        tokens += int(np.asarray(block, dtype=np.int64).sum())
     checksum = xxhash.xxh3_128()
-    with open(f"{prefix}.bin", "wb") as out:
-        for bin_path, _ in parts:
-            with open(bin_path, "rb") as part:
-                for block in iter(lambda: part.read(1 << 24), b""):  # noqa: B023 - read now
-                    checksum.update(block)
-                    out.write(block)
-    expected = int(all_lengths.astype(np.int64).sum()) * np.dtype(dtype).itemsize
-    actual = Path(f"{prefix}.bin").stat().st_size
-    if actual != expected:
-        raise RuntimeError(f"shard {prefix}.bin has {actual} bytes, lengths say {expected}")
-    write_index(f"{prefix}.idx", all_lengths, dtype)
-    return len(all_lengths), int(all_lengths.astype(np.int64).sum()), checksum.hexdigest()
+
+    def put(data: bytes) -> None:
+        checksum.update(data)
+        out.write(data)
+
+    with open(idx_path, "wb") as out:
+        put(INDEX_HEADER + struct.pack("<Q", INDEX_VERSION) + struct.pack("<B", _DTYPE_CODES[dtype])
+            + struct.pack("<Q", documents) + struct.pack("<Q", documents + 1))
+        for block in chunks():
+            put(np.asarray(block, dtype=np.int32).tobytes(order="C"))
+        offset = 0  # byte offset of the next document in the .bin
+        for block in chunks():
+            sizes = np.asarray(block, dtype=np.int64) * dtype.itemsize
+            ends = offset + np.cumsum(sizes)
+            put((ends - sizes).tobytes(order="C"))
+            offset = int(ends[-1]) if len(ends) else offset
+        for lo in range(0, documents + 1, _BLOCK_DOCS):
+            put(np.arange(lo, min(lo + _BLOCK_DOCS, documents + 1), dtype=np.int64).tobytes(order="C"))
+    return documents, tokens, checksum.hexdigest()
 
 
 def read_index(idx_path: str | Path) -> tuple[np.dtype, np.ndarray]:

@@ -26,6 +26,7 @@ def export_job(spark: Any, lake_dir: str, out_dir: str, stage: str,
         for lang, shard in result.shards.items():
             metrics[f"docs.{lang}"] = shard["docs"]
             metrics[f"tokens.{lang}"] = shard["tokens"]
+            metrics[f"parts.{lang}"] = len(shard["parts"])
         run.log_metrics(metrics)
         run.set_tags({"shard_manifest_digest": result.manifest_digest, "shards_dir": result.out_dir,
                       "stage": stage, "langs_replaced": ",".join(result.langs_replaced),

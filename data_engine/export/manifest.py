@@ -1,14 +1,16 @@
 """`shard_manifest`: the shard files each training stage reads, replaced safely.
 
-One row per shard (one per stage and language). The table is small (stages × languages rows) and
+One row per shard part (several per stage and language: `part` k = 0, 1, …, each with its
+documents, tokens, `.bin` bytes and checksums). The table is small (stages × languages rows) and
 stays partitioned by `stage`. An export rewrites it whole in one commit based on the version it
 read at its start: the rows of the languages it exported (of its stage) are replaced, every other
 row is carried over unchanged. So re-exporting `tha` leaves `vie`'s rows and files alone, and a
 concurrent export fails with TableConflictError instead of silently losing rows; a table written by
 an older sailyard gains the new columns (null in rows it did not write).
 
-Shard files are named by their content (`<lang>-<16 hex>_text_document.{bin,idx}`), so new files
-never overwrite the files the committed manifest points at: a job killed before its commit leaves
+Shard files are named by their content (`<lang>-<16 hex>_text_document_<k>.{bin,idx}`, the 16 hex
+digits a hash of every part's checksums), so new files never overwrite the files the committed
+manifest points at: a job killed before its commit leaves
 the old manifest and the old shards valid, and the old files are removed only after the commit.
 """
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,9 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("idx_checksum", "string"),  # xxh3-128 of the .idx
     ("tokenizer_revision", "string"),  # HF commit of the tokenizer snapshot (see data_engine.tokenizer)
     ("plan_digest", "string"),  # the mixture plan an `export_shards --plan` wrote the row for; null otherwise
+    ("part", "long"),  # k of `<lang>-<digest>_text_document_<k>`; null in rows of one-file shards (older exports)
+    ("bytes", "long"),  # size of the part's .bin
+    ("part_bytes", "long"),  # the export's `part_bytes` (null: one part per language): rebuilding needs it
 )
 MANIFEST_SCHEMA = ", ".join(f"{name} {kind}" for name, kind in COLUMNS)
 #: What a model is trained on; lineage columns (source table and version, plan) stay out of the digest.
@@ -42,16 +47,32 @@ DIGEST_COLUMNS = ("stage", "lang", "docs", "tokens", "checksum", "idx_checksum",
 
 def manifest_digest(rows: Iterable[Mapping[str, Any]]) -> str:
     """SHA-256 over the shards' content columns in canonical JSON: names exactly the tokens a
-    model trained on, and stays the same when the same documents are exported again."""
+    model trained on, and stays the same when the same documents are exported again.
+
+    Rows are put in content order (a language's parts by their checksums), so the digest does not
+    depend on the order rows are listed in, and one-part languages hash as they always have."""
     content = [{c: r.get(c) for c in DIGEST_COLUMNS} for r in rows]
-    canonical = json.dumps(sorted(content, key=lambda r: (r["stage"], r["lang"])), sort_keys=True)
+    canonical = json.dumps(sorted(content, key=lambda r: (r["stage"], r["lang"], r["checksum"] or "",
+                                                          r["idx_checksum"] or "")), sort_keys=True)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def shard_name(lang: str, checksum: str, idx_checksum: str) -> str:
-    """`<lang>-<16 hex>_text_document`: the same documents give the same name, others a new one."""
-    tag = hashlib.sha256(f"{checksum}:{idx_checksum}".encode()).hexdigest()[:16]
+def shard_stem(lang: str, parts: Sequence[tuple[str, str]]) -> str:
+    """`<lang>-<16 hex>_text_document`, the 16 hex digits a hash of the parts' (`.bin`, `.idx`)
+    checksums in part order: the same documents give the same names, others new ones (a
+    one-part language gets the tag a one-file shard had)."""
+    tag = hashlib.sha256("\n".join(f"{c}:{i}" for c, i in parts).encode()).hexdigest()[:16]
     return f"{lang}-{tag}{SHARD_SUFFIX}"
+
+
+def part_prefix(stem: str, k: int) -> str:
+    return f"{stem}_{k}"
+
+
+def row_order(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Rows by stage, language and part number (not `_10` before `_2`)."""
+    part = row.get("part")
+    return row["stage"], row["lang"], -1 if part is None else part, row["prefix"]
 
 
 def shard_files(prefix: str) -> list[Path]:
@@ -76,7 +97,7 @@ def replace_rows(old: list[dict[str, Any]], stage: str, langs: set[str] | None,
 
     gone = [r for r in old if replaced(r)]
     rows = [r for r in old if not replaced(r)] + new
-    return sorted(rows, key=lambda r: (r["stage"], r["lang"], r["prefix"])), gone
+    return sorted(rows, key=row_order), gone
 
 
 def commit_manifest(spark: Any, lake_dir: str, rows: list[dict[str, Any]], *, base: int | None,
@@ -91,7 +112,7 @@ def commit_manifest(spark: Any, lake_dir: str, rows: list[dict[str, Any]], *, ba
 
 def write_stage_json(stage_dir: Path, stage: str, rows: list[dict[str, Any]]) -> str:
     """`<stage_dir>/manifest.json`: the stage's rows and their digest, replaced atomically."""
-    shards = sorted((r for r in rows if r["stage"] == stage), key=lambda r: (r["lang"], r["prefix"]))
+    shards = sorted((r for r in rows if r["stage"] == stage), key=row_order)
     digest = manifest_digest(shards)
     staging = stage_dir / f".manifest.json.{os.getpid()}.tmp"
     staging.write_text(json.dumps({"stage": stage, "digest": digest, "shards": shards}, indent=2),

@@ -30,7 +30,7 @@ from data_engine import lake
 from data_engine.config import read_yaml
 from data_engine.errors import ConfigError, TableNotFoundError
 from data_engine.export.config import ExportConfig
-from data_engine.export.manifest import read_manifest
+from data_engine.export.manifest import read_manifest, row_order
 from data_engine.export.shards import ExportResult, export_shards
 from data_engine.langs import normalize_lang
 from data_engine.mixture.plan import plan_digest  # the writer's definition: one digest for both sides
@@ -99,7 +99,8 @@ class PlanExportResult:
 
     @property
     def groups(self) -> dict[str, dict[str, dict[str, Any]]]:
-        return {g: {lang: {k: s[k] for k in ("docs", "tokens", "prefix")} for lang, s in sorted(r.shards.items())}
+        return {g: {lang: {"docs": s["docs"], "tokens": s["tokens"], "prefix": s["prefix"], "parts": len(s["parts"])}
+                    for lang, s in sorted(r.shards.items())}
                 for g, r in sorted(self.exports.items())}
 
 
@@ -297,8 +298,9 @@ def _check_groups(spark: Any, lake_dir: str, plan: Plan) -> None:
 
 
 def data_config(plan: Plan, stage: PlanStage, rows: list[dict[str, Any]], manifest_version: int) -> dict[str, Any]:
-    """The NeMo data config of `stage`: each entry's weight shared by its group-language's shards in
-    proportion to their tokens; entries of weight 0 are left out (Megatron refuses them)."""
+    """The NeMo data config of `stage`: each entry's weight shared by its group-language's parts in
+    proportion to their tokens (so the language's total is the plan's); entries of weight 0 are
+    left out (Megatron refuses them)."""
     by_key: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         by_key.setdefault((row["stage"], row["lang"]), []).append(row)
@@ -312,7 +314,7 @@ def data_config(plan: Plan, stage: PlanStage, rows: list[dict[str, Any]], manife
                               f"shard of plan {plan.digest[:12]}… (another export replaced it meanwhile?); "
                               "export the plan again")
         lang_tokens = sum(r["tokens"] for r in shards)
-        for row in sorted(shards, key=lambda r: r["prefix"]):
+        for row in sorted(shards, key=row_order):
             paths += [entry.weight / total * row["tokens"] / lang_tokens, row["prefix"]]
     return {"stage": stage.name, "plan_digest": plan.digest, "manifest_version": manifest_version,
             "paths": paths}

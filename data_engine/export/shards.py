@@ -1,11 +1,14 @@
-"""Tokenise a pinned table version on the executors and write one Megatron shard per language.
+"""Tokenise a pinned table version on the executors and write each language as Megatron shard parts.
 
-Documents go to the shard in (lang, doc_id) order — doc_id is a hash, so this is a fixed
-pseudo-random order, the same on every run. Each Spark task tokenises a contiguous range of that
-order with the tokenizer file the driver resolved and shipped (`data_engine.tokenizer.ship`) and
-writes its own part files; the driver then concatenates the parts (file copies, no tokens in
-driver memory), writes the `.idx`, moves the shards in under content-derived names, commits
-`shard_manifest` and only then removes the shards it replaced (see `export.manifest`).
+Documents go to a language's shard in doc_id order — doc_id is a hash, so this is a fixed
+pseudo-random order, the same on every run. Two Spark jobs, no token through the driver: first
+each task tokenises a contiguous range of the (lang, doc_id) order with the tokenizer file the
+driver resolved and shipped (`data_engine.tokenizer.ship`) into pieces of its own; then one task
+per part window (`export.parts`: cut by token offsets, so the same documents give the same parts)
+copies its documents out of those pieces into `<lang>-<digest>_text_document_<k>.bin/.idx`. The
+driver checks it sees every part the executors wrote, renames them in under the language's
+content digest, commits `shard_manifest` (one row per part) and only then removes the shards it
+replaced (see `export.manifest`).
 
 A top-percent selection (a mixture plan's high-quality shards) keeps, per language, the documents
 `quality.rank` ranks within ⌈p·n/100⌉ — the same documents token accounting's quality bands ≤ p
@@ -23,21 +26,24 @@ from pathlib import Path
 from typing import Any
 
 from data_engine import lake
-from data_engine.errors import ConfigError, InputError, SailyardError
+from data_engine.errors import ConfigError, InputError, LakeVisibilityError, SailyardError
 from data_engine.export.config import ExportConfig
-from data_engine.export.indexed_dataset import file_checksum, merge_parts, token_dtype
+from data_engine.export.indexed_dataset import token_dtype
 from data_engine.export.manifest import (
     DIGEST_COLUMNS,
     MANIFEST_SCHEMA,
     SHARD_SUFFIX,
     commit_manifest,
     manifest_digest,
+    part_prefix,
     read_manifest,
     remove_unreferenced,
     replace_rows,
-    shard_name,
+    row_order,
+    shard_stem,
     write_stage_json,
 )
+from data_engine.export.parts import NOT_SHARED, Window, plan_windows, visible
 from data_engine.langs import UNKNOWN, normalize_lang
 from data_engine.quality.rank import keep_count, ranks_within_language
 from data_engine.stage import read_input
@@ -47,8 +53,11 @@ from data_engine.tokenizer import MISMATCH, TokenizerIdentity, identity, ship
 __all__ = ["DIGEST_COLUMNS", "MANIFEST_SCHEMA", "SHARD_SUFFIX", "ExportResult", "export_shards",
            "manifest_digest", "select_langs"]
 
-PART_SCHEMA = ("lang string, part int, bin_path string, lengths_path string, docs long, "
-               "tokens long, dropped long")
+PIECE_SCHEMA = ("lang string, task int, bin_path string, lengths_path string, docs long, "
+                "tokens long, dropped long")
+PART_SCHEMA = ("lang string, window long, bin_path string, idx_path string, docs long, tokens long, "
+               "bytes long, checksum string, idx_checksum string")
+PART_KEYS = ("part", "prefix", "docs", "tokens", "bytes", "checksum", "idx_checksum")
 
 
 @dataclass
@@ -61,6 +70,9 @@ class ExportResult:
     tokens: int = 0
     dropped: int = 0
     shards: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Language → `{prefix, docs, tokens, parts}`: the parts' common prefix (each part is
+    `<prefix>_<k>`), the language's totals and its parts (`part`, `prefix`, `docs`, `tokens`,
+    `bytes`, `checksum`, `idx_checksum`), in part order."""
     tables: dict[str, int] = field(default_factory=dict)
     manifest_digest: str = ""
     """Digest of the stage's manifest rows after this export (every language of the stage)."""
@@ -75,11 +87,13 @@ class ExportResult:
     plan_digest: str | None = None
 
 
-def _tokenize_partitions(parts_dir: str, shipped: str, tok: TokenizerIdentity, dtype: str,
+def _tokenize_partitions(pieces_dir: str, shipped: str, tok: TokenizerIdentity, dtype: str,
                          batch_docs: int, min_tokens: int) -> Any:
     name, digest, eod_id = tok.name, tok.digest, tok.eod_id
 
     def tokenize(batches: Iterator[Any]) -> Iterator[Any]:
+        from array import array
+
         import numpy as np
         import pandas as pd
         from pyspark import SparkFiles, TaskContext
@@ -89,6 +103,7 @@ def _tokenize_partitions(parts_dir: str, shipped: str, tok: TokenizerIdentity, d
         ctx = TaskContext.get()
         tag = f"{ctx.partitionId():05d}-{ctx.attemptNumber()}-{uuid.uuid4().hex[:8]}"
         tokenizer = load_verified(SparkFiles.get(shipped), digest, name)  # checked in every task
+        os.makedirs(pieces_dir, exist_ok=True)  # as this executor sees the folder
         np_dtype = np.dtype(dtype)
         eod = np.array([eod_id], dtype=np_dtype).tobytes()
         state: dict[str, dict[str, Any]] = {}
@@ -96,9 +111,9 @@ def _tokenize_partitions(parts_dir: str, shipped: str, tok: TokenizerIdentity, d
             for lang, group in pdf.groupby("lang", sort=False):
                 st = state.get(lang)
                 if st is None:
-                    base = Path(parts_dir) / f"{lang}-{tag}"
+                    base = Path(pieces_dir) / f"{lang}-{tag}"
                     st = state[lang] = {"bin": open(f"{base}.bin", "wb"), "base": str(base),  # noqa: SIM115
-                                        "lengths": [], "dropped": 0}
+                                        "lengths": array("i"), "dropped": 0}
                 texts = [t if isinstance(t, str) else "" for t in group["text"].tolist()]
                 for start in range(0, len(texts), batch_docs):
                     encodings = tokenizer.encode_batch(texts[start:start + batch_docs], add_special_tokens=False)
@@ -112,16 +127,42 @@ def _tokenize_partitions(parts_dir: str, shipped: str, tok: TokenizerIdentity, d
         rows = []
         for lang, st in state.items():
             st["bin"].close()
-            lengths = np.asarray(st["lengths"], dtype=np.int32)
+            lengths = np.frombuffer(st["lengths"], dtype=np.int32) if st["lengths"] else np.zeros(0, np.int32)
             np.save(f"{st['base']}.lengths.npy", lengths)
-            rows.append({"lang": lang, "part": ctx.partitionId(), "bin_path": f"{st['base']}.bin",
+            rows.append({"lang": lang, "task": ctx.partitionId(), "bin_path": f"{st['base']}.bin",
                          "lengths_path": f"{st['base']}.lengths.npy", "docs": len(lengths),
                          "tokens": int(lengths.astype(np.int64).sum()), "dropped": st["dropped"]})
         if rows:  # an empty object-typed frame does not convert to the declared Arrow schema
-            yield pd.DataFrame(rows, columns=["lang", "part", "bin_path", "lengths_path", "docs",
+            yield pd.DataFrame(rows, columns=["lang", "task", "bin_path", "lengths_path", "docs",
                                               "tokens", "dropped"])
 
     return tokenize
+
+
+def _write_windows(parts_dir: str, windows: Any, dtype: str) -> Any:
+    """The part-writing task: `windows` is a broadcast list, each input row an index into it."""
+
+    def write(batches: Iterator[Any]) -> Iterator[Any]:
+        import numpy as np
+        import pandas as pd
+        from pyspark import TaskContext
+
+        from data_engine.export.parts import write_window
+
+        ctx = TaskContext.get()
+        os.makedirs(parts_dir, exist_ok=True)
+        for pdf in batches:
+            rows = []
+            for i in pdf["id"].tolist():
+                w = windows.value[int(i)]
+                tag = f"{w.lang}-{w.index:06d}-{ctx.attemptNumber()}-{uuid.uuid4().hex[:8]}"
+                written = write_window(w, np.dtype(dtype), str(Path(parts_dir) / tag))
+                if written is not None:
+                    rows.append(written)
+            if rows:
+                yield pd.DataFrame(rows, columns=[c.split()[0] for c in PART_SCHEMA.split(", ")])
+
+    return write
 
 
 def export_shards(spark: Any, lake_dir: str, out_dir: str, stage: str,
@@ -171,7 +212,7 @@ def export_shards(spark: Any, lake_dir: str, out_dir: str, stage: str,
     # Unknown-language text is not training data: counted as dropped unless asked for.
     result.dropped = 0 if cfg.langs else sum(n for lang, n in counts.items() if lang not in langs)
     work = stage_dir / f"_tmp-{uuid.uuid4().hex}"
-    (work / "parts").mkdir(parents=True)
+    work.mkdir(parents=True)
     cached: list[Any] = []
     try:
         df = source.df
@@ -180,13 +221,14 @@ def export_shards(spark: Any, lake_dir: str, out_dir: str, stage: str,
             cached.append(ranks)
             result.selected = {lang: {"docs": counts[lang], "kept": keep_count(counts[lang], p)}
                                for lang, p in sorted(selection.items())}
-        merged = _tokenize_and_merge(spark, df, langs, work, tok, dtype, cfg, result)
-        if not merged:
+        written = _tokenize_into_parts(spark, df, langs, work, tok, dtype, cfg, result)
+        if not written:
             raise InputError(f"{where}: none of the {sum(counts.get(x, 0) for x in langs)} documents of "
                              f"{', '.join(langs)} has {cfg.min_tokens} or more tokens; nothing was exported "
                              "and no shard was changed")
-        new_rows = [_place(lang, files, stage_dir, stage, table, source.version, tok, dtype.name, plan_digest)
-                    for lang, files in sorted(merged.items())]
+        new_rows = [row for lang, parts in sorted(written.items())
+                    for row in _place(lang, parts, stage_dir, stage, table, source.version, tok, dtype.name,
+                                      plan_digest, cfg.part_bytes)]
         rows, gone = replace_rows(old_rows, stage, replacing, new_rows)
         meta = {"job": "export_shards", "stage": stage, "langs": ",".join(langs),
                 "mlflow_run_id": getattr(run, "run_id", "")}
@@ -199,8 +241,7 @@ def export_shards(spark: Any, lake_dir: str, out_dir: str, stage: str,
         result.manifest_digest = write_stage_json(stage_dir, stage, rows)
         result.langs_replaced = sorted({r["lang"] for r in gone} | {r["lang"] for r in new_rows})
         result.removed = remove_unreferenced(gone, rows, stage_dir)
-        for row in new_rows:
-            result.shards[row["lang"]] = {k: row[k] for k in ("prefix", "docs", "tokens", "checksum", "idx_checksum")}
+        result.shards = shard_summary(new_rows)
     finally:
         for frame in cached:
             frame.unpersist()
@@ -297,55 +338,99 @@ def _check_stage_tokenizer(old_rows: list[dict[str, Any]], stage: str, replacing
                           "Export the whole stage (no --langs) to change tokenizer")
 
 
-def _tokenize_and_merge(spark: Any, df: Any, langs: list[str], work: Path, tok: TokenizerIdentity,
-                        dtype: Any, cfg: ExportConfig, result: ExportResult) -> dict[str, dict[str, Any]]:
-    """lang → merged shard files in `work` and their counts; tokenizer drops added to `result`."""
+def _tokenize_into_parts(spark: Any, df: Any, langs: list[str], work: Path, tok: TokenizerIdentity,
+                         dtype: Any, cfg: ExportConfig, result: ExportResult) -> dict[str, list[dict[str, Any]]]:
+    """lang → its parts written in `work/parts` (`export.parts.write_window`'s rows, in part
+    order); tokenizer drops, documents and tokens added to `result`.
+
+    Raises:
+        LakeVisibilityError: the driver does not see a part an executor wrote (no shared disk).
+    """
     from pyspark.sql import functions as F
 
     shipped = ship(spark, tok)
     partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
-    tokenize = _tokenize_partitions(str(work / "parts"), shipped, tok, dtype.str, cfg.batch_docs, cfg.min_tokens)
+    tokenize = _tokenize_partitions(str(work / "pieces"), shipped, tok, dtype.str, cfg.batch_docs, cfg.min_tokens)
     try:
-        parts = (df.select("doc_id", "lang", "text").where(F.col("lang").isin(langs))
-                 .repartitionByRange(partitions, "lang", "doc_id")
-                 .sortWithinPartitions("lang", "doc_id")
-                 .mapInPandas(tokenize, PART_SCHEMA)
-                 .collect())  # one small row per (task, language): file paths and counts
+        pieces = (df.select("doc_id", "lang", "text").where(F.col("lang").isin(langs))
+                  .repartitionByRange(partitions, "lang", "doc_id")
+                  .sortWithinPartitions("lang", "doc_id")
+                  .mapInPandas(tokenize, PIECE_SCHEMA)
+                  .collect())  # one small row per (task, language): file paths and counts
     except Exception as exc:
         line = next((x for x in str(exc).splitlines() if MISMATCH in x), None)
         if line is None:
             raise
         raise SailyardError(line[line.index(MISMATCH):].strip()) from exc
     by_lang: dict[str, list[Any]] = {}
-    for p in sorted(parts, key=lambda r: (r.lang, r.part)):
+    for p in sorted(pieces, key=lambda r: (r.lang, r.task)):  # task order is doc_id order
         by_lang.setdefault(p.lang, []).append(p)
         result.dropped += p.dropped
-    merged = {}
-    for lang, lang_parts in sorted(by_lang.items()):
-        prefix = work / f"{lang}{SHARD_SUFFIX}"
-        docs, tokens, checksum = merge_parts(prefix, [(p.bin_path, p.lengths_path)
-                                                      for p in lang_parts if p.docs > 0], dtype)
-        if docs == 0:
-            continue
-        merged[lang] = {"work_prefix": str(prefix), "docs": docs, "tokens": tokens, "checksum": checksum,
-                        "idx_checksum": file_checksum(f"{prefix}.idx")}
-        result.docs += docs
-        result.tokens += tokens
-    return merged
+    part_tokens = None if cfg.part_bytes is None else max(1, cfg.part_bytes // dtype.itemsize)
+    windows: list[Window] = []
+    for lang, lang_pieces in sorted(by_lang.items()):
+        windows += plan_windows(lang, [(p.bin_path, p.lengths_path, p.docs, p.tokens) for p in lang_pieces],
+                                part_tokens)
+    if not windows:
+        return {}
+    shared = spark.sparkContext.broadcast(windows)  # small: per window its bounds and pieces' paths
+    try:
+        rows = (spark.range(0, len(windows), 1, numPartitions=len(windows))  # one task per part
+                .mapInPandas(_write_windows(str(work / "parts"), shared, dtype.str), PART_SCHEMA)
+                .collect())  # one small row per part
+    except Exception as exc:
+        line = next((x for x in str(exc).splitlines() if NOT_SHARED in x), None)
+        if line is None:
+            raise
+        line = line.split("RuntimeError: ", 1)[-1].strip()  # the task's own words, not the traceback's
+        raise LakeVisibilityError(f"{line}; nothing was committed") from exc
+    finally:
+        shared.destroy()
+    unseen = [r.bin_path for r in rows if not visible(r.asDict())]
+    if unseen:
+        raise LakeVisibilityError(
+            f"the driver cannot see the executors' output: {len(unseen)} of the {len(rows)} shard parts they "
+            f"wrote under {work} are not there as written (e.g. {unseen[0]}; node-local disks?); put the shard "
+            "folder on storage every node shares (a shared mount); nothing was committed")
+    written: dict[str, list[dict[str, Any]]] = {}
+    for r in sorted(rows, key=lambda r: (r.lang, r.window)):
+        written.setdefault(r.lang, []).append(r.asDict())
+        result.docs += r.docs
+        result.tokens += r.tokens
+    return written
 
 
-def _place(lang: str, files: dict[str, Any], stage_dir: Path, stage: str, table: str, version: int,
-           tok: TokenizerIdentity, dtype: str, plan_digest: str | None = None) -> dict[str, Any]:
-    """Move a merged shard into the stage folder under its content name; its manifest row.
+def _place(lang: str, parts: list[dict[str, Any]], stage_dir: Path, stage: str, table: str, version: int,
+           tok: TokenizerIdentity, dtype: str, plan_digest: str | None = None,
+           part_bytes: int | None = None) -> list[dict[str, Any]]:
+    """Move a language's written parts into the stage folder under its content names; their
+    manifest rows, in part order.
 
-    An atomic rename each: the name is new unless a shard of identical bytes is already there, so
-    the files the committed manifest points at are never changed.
+    An atomic rename each: the names are new unless parts of identical bytes are already there,
+    so the files the committed manifest points at are never changed.
     """
-    prefix = stage_dir / shard_name(lang, files["checksum"], files["idx_checksum"])
-    for suffix in (".bin", ".idx"):
-        os.replace(files["work_prefix"] + suffix, f"{prefix}{suffix}")
-    return {"stage": stage, "lang": lang, "prefix": str(prefix), "docs": files["docs"], "tokens": files["tokens"],
-            "checksum": files["checksum"], "idx_checksum": files["idx_checksum"], "source_table": table,
-            "source_version": version, "tokenizer": tok.name, "tokenizer_digest": tok.digest,
-            "tokenizer_revision": tok.revision, "vocab_size": tok.vocab_size, "eod_id": tok.eod_id,
-            "dtype": dtype, "plan_digest": plan_digest}
+    stem = stage_dir / shard_stem(lang, [(p["checksum"], p["idx_checksum"]) for p in parts])
+    rows = []
+    for k, part in enumerate(parts):
+        prefix = part_prefix(str(stem), k)
+        os.replace(part["bin_path"], f"{prefix}.bin")
+        os.replace(part["idx_path"], f"{prefix}.idx")
+        rows.append({"stage": stage, "lang": lang, "prefix": prefix, "part": k, "docs": part["docs"],
+                     "tokens": part["tokens"], "bytes": part["bytes"], "checksum": part["checksum"],
+                     "idx_checksum": part["idx_checksum"], "source_table": table, "source_version": version,
+                     "tokenizer": tok.name, "tokenizer_digest": tok.digest, "tokenizer_revision": tok.revision,
+                     "vocab_size": tok.vocab_size, "eod_id": tok.eod_id, "dtype": dtype, "plan_digest": plan_digest,
+                     "part_bytes": part_bytes})
+    return rows
+
+
+def shard_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Language → `{prefix, docs, tokens, parts}` of manifest rows (`ExportResult.shards`)."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in sorted(rows, key=row_order):
+        lang = out.setdefault(row["lang"], {"prefix": row["prefix"].rsplit("_", 1)[0], "docs": 0, "tokens": 0,
+                                            "parts": []})
+        lang["docs"] += row["docs"]
+        lang["tokens"] += row["tokens"]
+        lang["parts"].append({k: row.get(k) for k in PART_KEYS})
+    return out

@@ -214,3 +214,42 @@ def test_an_index_changed_after_export_is_refused_by_its_checksum(
     Path(ind["prefix"] + ".idx").write_bytes(bytes(idx))
     with pytest.raises(ConfigError, match=rf"{ind['prefix']}.idx does not match the manifest's checksum"):
         blend_from_manifest(lake, "stage1")
+
+
+def test_a_languages_parts_are_blended_in_part_order_and_their_sizes_checked(
+        lake: Path, make_shard: ShardFactory, tmp_path: Path) -> None:
+    """Rows as the exporter writes them since parts: `<lang>-<digest>_text_document_<k>`, with `part` and
+    `bytes`; part 10 comes after part 2, and a `.bin` of another size than the row's is refused."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from data_engine.export.indexed_dataset import file_checksum
+    from data_engine.export.manifest import COLUMNS
+
+    rows = []
+    for seed, k in enumerate([10, 0, 2, 1]):
+        shard = make_shard("stage1", "ind", docs=5 + seed, seed=seed, name=f"ind-{k}")
+        prefix = str(tmp_path / "shards" / "stage1" / f"ind-0123456789abcdef_text_document_{k}")
+        for ext in (".bin", ".idx"):
+            os.rename(shard["prefix"] + ext, prefix + ext)
+        rows.append(dict(shard, prefix=prefix, part=k, bytes=os.path.getsize(prefix + ".bin"),
+                         idx_checksum=file_checksum(prefix + ".idx"), part_bytes=1 << 30))
+    vie = make_shard("stage1", "vie", seed=9)
+    types = {"string": pa.string(), "long": pa.int64()}
+    schema = pa.schema([(name, types[kind]) for name, kind in COLUMNS])
+    write_deltalake(str(lake / "shard_manifest"), pa.Table.from_pylist([*rows, vie], schema=schema),
+                    partition_by=["stage"])
+
+    blend = blend_from_manifest(lake, "stage1", {"ind": 0.5, "vie": 0.5})
+    by_part = sorted(rows, key=lambda r: r["part"])
+    assert blend.paths[1::2] == [r["prefix"] for r in by_part] + [vie["prefix"]]
+    ind_tokens = sum(r["tokens"] for r in rows)
+    assert blend.paths[0::2][:4] == pytest.approx([0.5 * r["tokens"] / ind_tokens for r in by_part])
+    assert blend.digest == manifest_digest([*rows, vie]) == manifest_digest([vie, *reversed(rows)])
+
+    bad = dict(by_part[1], bytes=by_part[1]["bytes"] + 4)
+    write_deltalake(str(lake / "shard_manifest"), pa.Table.from_pylist([bad, vie], schema=schema),
+                    partition_by=["stage"], mode="overwrite")
+    with pytest.raises(ConfigError, match=rf"{bad['prefix']}.bin has {bad['bytes'] - 4} bytes, the manifest says "
+                                          rf"{bad['bytes']}"):
+        blend_from_manifest(lake, "stage1")

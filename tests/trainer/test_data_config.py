@@ -1,9 +1,11 @@
 """The trainer reads a plan's exported NeMo data config (`data.paths_file`) as it is.
 
-The end-to-end test exports a two-group plan with Spark, then, in a fresh process as a launcher
-would start one, runs the trainer's `setup` with `data.paths_file` and builds NeMo's
-`PreTrainingDataModule` from the recipe exactly as `trainer.pretrain.run` does, and Megatron's
-blended datasets from it on the CPU (`build_pretraining_datamodule`, no Lightning trainer).
+The end-to-end test exports a two-group plan with Spark in small parts (several per language),
+then, in a fresh process as a launcher would start one, runs the trainer's `setup` with
+`data.paths_file` and builds NeMo's `PreTrainingDataModule` from the recipe exactly as
+`trainer.pretrain.run` does, and Megatron's blended datasets from it on the CPU
+(`build_pretraining_datamodule`, no Lightning trainer): every part is a dataset of the blend,
+drawn in its share, and each language's parts together keep the plan's weight.
 """
 
 from __future__ import annotations
@@ -138,9 +140,35 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_the_exported_data_config_loads_in_nemo_pretraining_data_module(plan_export: dict[str, Any]) -> None:
+PART_BYTES = 800  # stage 1: about three parts a language; the top halves: two
+
+
+@pytest.fixture(scope="module")
+def parted_export(spark: Any, plan_export: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """conftest's plan (its documents, groups and blends) over a lake of its own, exported in parts."""
+    from data_engine.export.config import ExportConfig
+    from data_engine.export.plan_export import export_plan
+    from data_engine.mixture.plan import plan_digest
+
+    root = tmp_path_factory.mktemp("parted")
+    lake = str(root / "lake")
+    for table in ("docs_curated", "docs_scored"):
+        lake_io.write_table(spark.createDataFrame(plan_export["rows"], "doc_id string, lang string, text string, "
+                                                  "quality_score double"), lake, table, mode="error")
+    doc = yaml.safe_load(plan_export["plan"].read_text(encoding="utf-8"))
+    doc["lake"] = lake
+    doc["plan_digest"] = plan_digest(doc)
+    plan = root / "plan.yaml"
+    plan.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    result = export_plan(spark, lake, str(root / "shards"), plan, ExportConfig(part_bytes=PART_BYTES))
+    return {**plan_export, "root": root, "lake": lake, "plan": plan,
+            "data_config": Path(result.data_configs["stage2"]), "groups": result.groups}
+
+
+def test_the_exported_data_config_loads_in_nemo_pretraining_data_module(parted_export: dict[str, Any]) -> None:
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
+    plan_export = parted_export
     root, path = plan_export["root"], plan_export["data_config"]
     cfg = {"name": "dc", "work_dir": str(root / "work"), "val_check_interval": 3, "limit_val_batches": 1,
            "model": {"seq_length": 32},
@@ -164,6 +192,16 @@ def test_the_exported_data_config_loads_in_nemo_pretraining_data_module(plan_exp
     assert built["lang_weights"] == pytest.approx({"tha": 0.6, "vie": 0.4})
     tok = load_fast("qwen2.5")
     rows = {r["prefix"]: r for r in lake_io.read_arrow(plan_export["lake"], "shard_manifest").to_pylist()}
+    groups = plan_export["groups"]
+    assert all(groups[g][lang]["parts"] >= 2 for g in groups for lang in groups[g])  # several parts each
+    assert len(prefixes) == sum(groups[g][lang]["parts"] for g in groups for lang in groups[g])
+    for lang, _, entry, w in plan_export["stage2_blend"]:  # each language keeps its plan weight over its parts
+        group = entry.split("/")[0]
+        mine = [k for k, p in enumerate(prefixes) if (rows[p]["stage"], rows[p]["lang"]) == (group, lang)]
+        assert len(mine) == groups[group][lang]["parts"] and sum(weights[k] for k in mine) == pytest.approx(w)
+        tokens = sum(rows[prefixes[k]]["tokens"] for k in mine)
+        for k in mine:
+            assert weights[k] == pytest.approx(w * rows[prefixes[k]]["tokens"] / tokens)
     for split in ("train", "validation"):
         got = built["splits"][split]
         assert got["prefixes"] == prefixes
@@ -181,8 +219,11 @@ def test_the_exported_data_config_loads_in_nemo_pretraining_data_module(plan_exp
         assert got["eod_labels"] and all(m == 1.0 for m in got["eod_labels"])
         assert any(QWEN_EOD_ID in tokens for _, tokens in got["samples"])
     # the hq shards hold the top half by score; their tokens are the tokenizer's ids of those texts
-    hq_tha = prefixes[plan_export["stage2_blend"].index(("tha", "hq", "stage2-hq/tha", 0.5))]
+    hq_tha = sorted((r for r in rows.values() if (r["stage"], r["lang"]) == ("stage2-hq", "tha")),
+                    key=lambda r: r["part"])
     top = sorted((r for r in plan_export["rows"] if r[1] == "tha"), key=lambda r: (-r[3], r[0]))[:15]
-    ds = IndexedDataset(hq_tha)
-    assert [ds[i].tolist() for i in range(len(ds))] == [
-        tok.encode(text, add_special_tokens=False).ids + [QWEN_EOD_ID] for _, _, text, _ in sorted(top)]
+    got = []
+    for r in hq_tha:  # part after part
+        ds = IndexedDataset(r["prefix"])
+        got += [ds[i].tolist() for i in range(len(ds))]
+    assert got == [tok.encode(text, add_special_tokens=False).ids + [QWEN_EOD_ID] for _, _, text, _ in sorted(top)]

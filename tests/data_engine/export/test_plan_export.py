@@ -1,5 +1,7 @@
 """Export for a mixture plan: every shard group the plan names (a top-percent selection included),
-rows stamped with the plan's digest, one NeMo data config per plan stage; bad plans change nothing."""
+rows stamped with the plan's digest, one NeMo data config per plan stage weighting each language's
+parts by their tokens; bad plans change nothing. Parts are small here (`PARTS`): stage 1's languages
+have several each."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ STAGE1 = {"tha": 0.6, "vie": 0.4}
 STAGE2 = [("tha", "replay", "stage1/tha", 0.12), ("vie", "replay", "stage1/vie", 0.08),
           ("tha", "hq", "stage2-hq/tha", 0.3), ("vie", "hq", "stage2-hq/vie", 0.2),
           ("ceb", "hq", "stage2-hq/ceb", 0.3)]
+PARTS = ExportConfig(part_bytes=256)
 
 
 def scored_rows() -> list[tuple[str, str, str, float | None]]:
@@ -90,13 +93,17 @@ def exported(spark, tmp_path_factory):
     export_shards(spark, lake_dir, str(out), "proxy")  # a plain export the plan export must leave alone
     plan_path = root / "plan.yaml"
     plan = make_plan(lake_dir, plan_path)
-    summary = plan_export_job(spark, lake_dir, str(out), str(plan_path))
+    summary = plan_export_job(spark, lake_dir, str(out), str(plan_path), PARTS)
     return {"root": root, "lake": lake_dir, "out": out, "rows": rows, "curated": curated, "plan": plan,
             "plan_path": plan_path, "summary": summary}
 
 
-def manifest(lake_dir: str) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(r["stage"], r["lang"]): r for r in lake.read_arrow(lake_dir, "shard_manifest").to_pylist()}
+def manifest(lake_dir: str) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """(stage, lang) → its rows, one per part, in part order."""
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in sorted(lake.read_arrow(lake_dir, "shard_manifest").to_pylist(), key=lambda r: r["part"]):
+        out.setdefault((r["stage"], r["lang"]), []).append(r)
+    return out
 
 
 def snapshot(ex: dict[str, Any]) -> tuple[int | None, dict[str, str]]:
@@ -114,15 +121,20 @@ def test_every_group_is_exported_with_its_selection(exported):
     expected |= {("stage2-hq", lang): top_docs(rows, lang, p) for lang, p in TOP.items()}
     assert [len(expected["stage2-hq", x]) for x in ("ceb", "tha", "vie")] == [5, 3, 2]  # ⌈p·n/100⌉
     assert rows[0][3] is None and rows[0] not in expected["stage2-hq", "tha"]  # unscored ranks last
-    shown = exported["summary"]["groups"]
+    shown, rows_of = exported["summary"]["groups"], manifest(exported["lake"])
     for (group, lang), docs in expected.items():
-        prefix = shown[group][lang]["prefix"]
-        assert Path(prefix).parent == exported["out"] / group
-        assert Path(prefix + ".bin").is_file() and Path(prefix + ".idx").is_file()
+        parts = rows_of[group, lang]
+        assert shown[group][lang]["parts"] == len(parts) and [r["part"] for r in parts] == list(range(len(parts)))
+        got = []
+        for r in parts:
+            assert r["prefix"] == f"{shown[group][lang]['prefix']}_{r['part']}"
+            assert Path(r["prefix"]).parent == exported["out"] / group
+            ds = IndexedDataset(r["prefix"])
+            got += [ds[i].tolist() for i in range(len(ds))]
         want = [tok.encode(text, add_special_tokens=False).ids + [QWEN_EOD_ID] for _, _, text, _ in sorted(docs)]
-        ds = IndexedDataset(prefix)
-        assert [ds[i].tolist() for i in range(len(ds))] == want  # exactly the top documents, in doc_id order
+        assert got == want  # exactly the top documents, in doc_id order, part after part
         assert shown[group][lang]["docs"] == len(want) and shown[group][lang]["tokens"] == sum(map(len, want))
+    assert shown["stage1"]["tha"]["parts"] > 1 and shown["stage1"]["vie"]["parts"] > 1
     assert exported["summary"]["selected"]["stage2-hq"]["vie"] == {"docs": 15, "kept": 2}
 
 
@@ -133,9 +145,10 @@ def test_manifest_rows_carry_the_plan_digest(exported):
     plan_rows = {k: r for k, r in rows.items() if k[0] != "proxy"}
     assert set(plan_rows) == {("stage1", "tha"), ("stage1", "vie"), ("stage2-hq", "ceb"),
                               ("stage2-hq", "tha"), ("stage2-hq", "vie")}
-    assert {r["plan_digest"] for r in plan_rows.values()} == {digest}
-    assert plan_rows["stage2-hq", "tha"]["source_table"] == "docs_scored"
-    assert {r["plan_digest"] for k, r in rows.items() if k[0] == "proxy"} == {None}  # plain export: null
+    assert {r["plan_digest"] for rs in plan_rows.values() for r in rs} == {digest}
+    assert {r["source_table"] for r in plan_rows["stage2-hq", "tha"]} == {"docs_scored"}
+    assert {r["part_bytes"] for rs in plan_rows.values() for r in rs} == {PARTS.part_bytes}
+    assert {r["plan_digest"] for k, rs in rows.items() if k[0] == "proxy" for r in rs} == {None}  # plain: null
 
 
 def test_data_configs_weight_shards_as_the_plan_says(exported):
@@ -155,10 +168,14 @@ def test_data_configs_weight_shards_as_the_plan_says(exported):
         want = {}
         for lang, prefix, w in blend:
             group = prefix.split("/")[0]
-            shards = [r for (g, lg), r in rows.items() if (g, lg) == (group, lang)]
+            shards = rows[group, lang]
             total = sum(r["tokens"] for r in shards)
             want |= {r["prefix"]: w * r["tokens"] / total for r in shards}
+            got = sum(x for p, x in zip(prefixes, weights, strict=True) if p in {r["prefix"] for r in shards})
+            assert got == pytest.approx(w, abs=1e-12)  # the language's weight is the plan's, over its parts
         assert dict(zip(prefixes, weights, strict=True)) == pytest.approx(want, abs=1e-12)
+        assert len(prefixes) == len(want) > len(blend)  # every part, in part order
+        assert prefixes == [r["prefix"] for lang, prefix, _ in blend for r in rows[prefix.split("/")[0], lang]]
 
 
 def test_the_run_is_tracked_with_the_plan_digest_and_data_configs(exported):
@@ -216,14 +233,14 @@ def test_a_bad_plan_is_refused_and_changes_nothing(spark, exported, case, match)
 
 def test_rerunning_gives_the_same_files(spark, exported):
     def shard_files() -> set[str]:
-        return {str(p.relative_to(exported["out"])) for p in exported["out"].rglob("*_text_document.*")}
+        return {str(p.relative_to(exported["out"])) for p in exported["out"].rglob("*_text_document_*")}
 
     def paths(stage: str) -> list:
         return yaml.safe_load(Path(exported["summary"]["data_configs"][stage]).read_text(encoding="utf-8"))["paths"]
 
     files, before = shard_files(), {s: paths(s) for s in ("stage1", "stage2")}
-    again = plan_export_job(spark, exported["lake"], str(exported["out"]), str(exported["plan_path"]))
-    assert shard_files() == files
+    again = plan_export_job(spark, exported["lake"], str(exported["out"]), str(exported["plan_path"]), PARTS)
+    assert shard_files() == files and len(files) > 2 * (len(STAGE1) + len(TOP))
     assert again["data_configs"] == exported["summary"]["data_configs"]
     assert again["groups"] == exported["summary"]["groups"]
     assert {s: paths(s) for s in ("stage1", "stage2")} == before
@@ -257,3 +274,5 @@ def test_stage_and_plan_together_exit_2(tmp_path, capsys):
             job.main(["--lake", str(tmp_path), "--out", str(tmp_path), *argv])
         assert exc.value.code == 2
     assert "--stage and --plan" in capsys.readouterr().err
+    assert job.main(["--lake", str(tmp_path), "--out", str(tmp_path), "--stage", "s1", "--part-bytes", "8"]) == 2
+    assert "export.part_bytes must be at least 16" in capsys.readouterr().err

