@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,12 +58,15 @@ def tag_duplicates(df: Any, keys: Any, *, stage: str, reason: str, hot_docs: int
     are joined back to their members (hot ones by broadcast), and only the losers are joined to the
     documents: no step sorts or shuffles a whole group into one task.
     """
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    keyed = keys.where(F.col("_key").isNotNull())
+    # Both persisted: the key (a pandas UDF over every text) and the groups feed three branches
+    # each, which would otherwise recompute them.
+    keyed = keys.where(F.col("_key").isNotNull()).persist(StorageLevel.MEMORY_AND_DISK)
     groups = (keyed.groupBy("_key").agg(F.min_by("doc_id", "_rank").alias("_survivor"),
                                         F.count(F.lit(1)).alias("_n"))
-              .where(F.col("_n") > 1))
+              .where(F.col("_n") > 1).persist(StorageLevel.MEMORY_AND_DISK))
     hot = groups.where(F.col("_n") > hot_docs).select("_key", "_survivor")
     cold = groups.where(F.col("_n") <= hot_docs).select("_key", "_survivor")
     members = keyed.select("doc_id", "_key")
@@ -70,7 +74,8 @@ def tag_duplicates(df: Any, keys: Any, *, stage: str, reason: str, hot_docs: int
               .unionByName(members.join(F.broadcast(hot.select("_key")), "_key", "left_anti").join(cold, "_key")))
     losers = (joined.where(F.col("doc_id") != F.col("_survivor"))
               .select("doc_id", F.col("_survivor").alias("_dup_of"), F.col("_key").cast("string").alias("_cluster")))
-    return tag_losers(df, losers, stage=stage, reason=reason)
+    result = tag_losers(df, losers, stage=stage, reason=reason)
+    return dataclasses.replace(result, cached=[keyed, groups])
 
 
 def tag_losers(df: Any, losers: Any, *, stage: str, reason: str) -> StageResult:
