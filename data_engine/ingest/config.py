@@ -10,7 +10,8 @@ from data_engine.errors import ConfigError
 @dataclass(frozen=True)
 class IngestConfig:
     split_bytes: int = 128 * 1024 * 1024
-    """Uncompressed JSONL files larger than this are read by several tasks."""
+    """The largest byte range one task reads of a plain JSONL or Parquet file (larger files are cut;
+    ranges are smaller when fewer of them than cores would leave cores idle). Gzip is never cut."""
     max_record_bytes: int = 16 * 1024 * 1024
     """A record above this size is quarantined as `record_too_large` (and never fully loaded)."""
     max_payload_bytes: int = 64 * 1024

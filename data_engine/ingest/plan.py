@@ -1,9 +1,10 @@
-"""Find the input files and cut them into splits the executors read in parallel."""
+"""Find the input files, cut them into splits and pack the splits into tasks of about equal work."""
 
 from __future__ import annotations
 
 import glob
 import hashlib
+import heapq
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,13 +80,53 @@ def sha256_file(path: str) -> str:
         raise read_failed(path, exc, "(computing its SHA-256)") from exc
 
 
+OPEN_COST = 4 * 1024 * 1024
+"""What opening a file costs in bytes of reading (Spark's `openCostInBytes`): many small files are
+packed into one task, never one task each."""
+_READ_COST = {"jsonl": 1.0, "jsonl.gz": 4.0, "parquet": 3.0}
+"""Parsing work per byte on disk, relative to plain JSONL (compressed bytes expand)."""
+_HASH_COST = 0.1
+"""Hashing a file is about ten times faster than parsing it."""
+
+
+def split_size(files: list[InputFile], split_bytes: int, parallelism: int) -> int:
+    """Bytes per split: `split_bytes` at most, less when that would leave cores idle (Spark's
+    rule for file scans: total / parallelism, but never below the cost of opening a file)."""
+    total = sum(f.size + OPEN_COST for f in files)
+    return max(1, min(split_bytes, max(OPEN_COST, total // max(1, parallelism))))
+
+
 def splits_for(file: InputFile, split_bytes: int) -> list[Split]:
-    """Byte ranges for large plain JSONL; one whole-file split for everything else."""
-    if file.format != "jsonl" or file.size <= split_bytes:
-        return [Split(file.path, file.format)]
+    """Byte ranges of a JSONL or Parquet file larger than `split_bytes`; else the whole file in one
+    split that hashes it while reading it. A gzip stream cannot be cut: one split, streamed."""
+    if file.format == "jsonl.gz" or file.size <= split_bytes:
+        return [Split(file.path, file.format, digest=True)]
     bounds = list(range(0, file.size, split_bytes)) + [file.size]
     return [Split(file.path, file.format, start, end if end < file.size else -1)
             for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def split_cost(split: Split, size: int) -> float:
+    """Relative work of a split (`size`: its file's size), for packing splits into tasks."""
+    length = (size if split.end < 0 else split.end) - split.start
+    return _READ_COST.get(split.format, 1.0) * length + OPEN_COST
+
+
+def hash_cost(size: int) -> float:
+    return _HASH_COST * size + OPEN_COST
+
+
+def pack(costs: list[float], bins: int) -> list[list[int]]:
+    """Indexes of `costs` in at most `bins` groups of about equal total (largest first, each into the
+    lightest group); every group non-empty, each group's indexes in ascending order."""
+    bins = max(1, min(bins, len(costs)))
+    heap = [(0.0, b) for b in range(bins)]
+    groups: list[list[int]] = [[] for _ in range(bins)]
+    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        load, b = heapq.heappop(heap)
+        groups[b].append(i)
+        heapq.heappush(heap, (load + costs[i], b))
+    return [sorted(g) for g in groups if g]
 
 
 def batch_id(digests: list[str]) -> str:

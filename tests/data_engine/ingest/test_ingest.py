@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 
 from data_engine import lake
 from data_engine.errors import InputError
+from data_engine.ingest import plan
+from data_engine.ingest import run as ingest_run
 from data_engine.ingest.config import IngestConfig
 from data_engine.ingest.run import ingest
 
@@ -128,3 +131,90 @@ def test_missing_input_is_a_clear_error(spark, lake_dir, tmp_path):
     (tmp_path / "only.txt").write_text("x")
     with pytest.raises(InputError, match="unknown format"):
         ingest(spark, lake_dir, [str(tmp_path / "only.txt")])
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _rows(lake_dir: str | Path, table: str) -> list[dict]:
+    return lake.read_arrow(lake_dir, table).to_pylist()
+
+
+def test_row_group_splits_match_whole_file_reading_and_log_the_files_sha256(spark, tmp_path):
+    texts = [f"parquet doc {i} " + "ข้อความ" * (i % 5) for i in range(3000)]
+    path = tmp_path / "in" / "big.parquet"
+    path.parent.mkdir()
+    pq.write_table(pa.table({"text": texts, "lang": ["th"] * 3000}), path, row_group_size=250)
+    files, _ = plan.discover([str(path)])
+    assert len(ingest_run._plan_work(files, {}, 4096, 2).units) > 2  # cut into ranges + a hashing unit
+    whole = ingest(spark, str(tmp_path / "a"), [str(path)])
+    split = ingest(spark, str(tmp_path / "b"), [str(path)], cfg=IngestConfig(split_bytes=4096))
+    assert whole.docs == split.docs == 3000
+
+    def content(name: str) -> list[tuple]:
+        return sorted((r["doc_id"], r["record_no"], r["text"]) for r in _rows(tmp_path / name, "docs_raw"))
+
+    # doc_id: SHA-256 over (source, url, text) joined by U+001F; the source is the file's stem.
+    expected_id = {t: hashlib.sha256(f"big\x1f\x1f{t}".encode()).hexdigest()[:32] for t in texts}
+    assert content("a") == content("b") == sorted((expected_id[t], i + 1, t) for i, t in enumerate(texts))
+    for name in ("a", "b"):
+        (entry,) = lake.read_arrow(tmp_path / name, "ingest_log").to_pylist()
+        assert entry["file_digest"] == _sha256(path) and entry["records_read"] == 3000
+
+
+def test_every_format_is_logged_with_the_sha256_of_its_bytes(spark, lake_dir, tmp_path):
+    src = tmp_path / "in"
+    write_corpus(src)
+    lines = [json.dumps({"text": f"line {i} " + "kata " * (i % 11)}) for i in range(400)]
+    (src / "large.jsonl").write_text("\n".join(lines) + "\n")  # cut into ranges, hashed on its own
+    ingest(spark, lake_dir, [str(src)], cfg=IngestConfig(split_bytes=2048))
+    log = {Path(r["path"]).name: r["file_digest"] for r in lake.read_arrow(lake_dir, "ingest_log").to_pylist()}
+    assert log == {p.name: _sha256(p) for p in src.iterdir() if p.name != "README.txt"}
+    (big,) = [r for r in _rows(lake_dir, "docs_raw") if r["text"] == json.loads(lines[399])["text"]]
+    assert big["record_no"] == 400  # line numbers across ranges without a counting pass
+
+
+def test_byte_identical_inputs_of_one_batch_are_read_once(spark, lake_dir, tmp_path):
+    write_corpus(tmp_path / "in")
+    shutil.copy(tmp_path / "in" / "good.jsonl", tmp_path / "in" / "zz-copy.jsonl")
+    result = ingest(spark, lake_dir, [str(tmp_path / "in")])
+    assert result.files == 6 and result.skipped_files == 1 and result.docs == 7
+    assert {Path(r["source_file"]).name for r in lake.read_arrow(lake_dir, "docs_raw").to_pylist()} >= {"good.jsonl"}
+    assert "zz-copy.jsonl" not in {Path(r["path"]).name for r in lake.read_arrow(lake_dir, "ingest_log").to_pylist()}
+
+
+def test_only_files_a_logged_file_could_equal_are_hashed_before_reading(spark, lake_dir, tmp_path):
+    write_corpus(tmp_path / "old")
+    ingest(spark, lake_dir, [str(tmp_path / "old")])
+    new = tmp_path / "new"
+    new.mkdir()
+    shutil.copy(tmp_path / "old" / "bad.jsonl", new / "renamed.jsonl")  # logged bytes, another name
+    (new / "fresh.jsonl").write_text(json.dumps({"text": "a size no logged file has" * 7}) + "\n")
+    (new / "same-size.jsonl").write_bytes(b"x" * (tmp_path / "old" / "good.jsonl").stat().st_size)
+    files, _ = plan.discover([str(new)])
+    prior = ingest_run._prior(spark, lake_dir, files)
+    logged = {r["size"] for r in lake.read_arrow(lake_dir, "ingest_log").to_pylist()}
+    assert prior.sizes == logged & {f.size for f in files}  # the driver got only rows these files could match
+    todo, known = ingest_run._fresh(spark, files, prior)
+    assert set(known) == {str((new / n).resolve()) for n in ("renamed.jsonl", "same-size.jsonl")}
+    assert sorted(Path(f.path).name for f in todo) == ["fresh.jsonl", "same-size.jsonl"]
+    result = ingest(spark, lake_dir, [str(new)])
+    assert (result.skipped_files, result.files) == (1, 2)
+
+
+def test_repeats_get_the_same_ids_whether_joined_back_by_broadcast_or_not(spark, tmp_path, monkeypatch):
+    write_corpus(tmp_path / "in")
+    good = tmp_path / "in" / "good.jsonl"
+    ids = []
+    for name, limit in (("lake1", ingest_run._BROADCAST_IDS), ("lake2", 0)):
+        monkeypatch.setattr(ingest_run, "_BROADCAST_IDS", limit)
+        for batch in ("one", "two"):
+            copy = tmp_path / batch / "good.jsonl"
+            copy.parent.mkdir(exist_ok=True)
+            copy.write_bytes(good.read_bytes() + (b"\n" * (batch == "two")))  # other bytes, same records
+            ingest(spark, str(tmp_path / name), [str(copy)], source="web")
+        ids.append(sorted((r["doc_id"], r["batch_id"]) for r in _rows(tmp_path / name, "docs_raw")))
+    assert ids[0] == ids[1]
+    suffixes = sorted(i.partition("-")[2] for i, _ in ids[0])
+    assert suffixes == ["", "", "", "", "1", "1", "1", "1", "2", "3"]  # per batch 4 triples, one of them twice

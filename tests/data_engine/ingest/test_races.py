@@ -82,8 +82,8 @@ def test_concurrent_batches_of_one_source_never_share_a_doc_id(spark, tmp_path, 
     numbered = ingest_run._with_doc_ids
     raced = []
 
-    def with_doc_ids(docs, lake_dir_, version):
-        out = numbered(docs, lake_dir_, version)
+    def with_doc_ids(docs, lake_dir_, version, *args):
+        out = numbered(docs, lake_dir_, version, *args)
         if not raced:  # batch B has numbered its documents; batch A commits before B does
             raced.append(version)
             ingest_run.ingest(spark, lake_dir, [str(first)], source="web")

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
+import random
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data_engine.ingest.records import Limits, Split, count_newlines, read_jsonl, read_parquet
+from data_engine.ingest import records
+from data_engine.ingest.records import (
+    Limits,
+    ReadFacts,
+    Split,
+    count_newlines,
+    read_jsonl,
+    read_parquet,
+    read_split,
+    row_groups,
+)
 
 LIMITS = Limits(max_record_bytes=200, max_payload_bytes=32)
 
@@ -152,3 +164,93 @@ def test_parquet_rows_wrong_schema_and_unreadable_file(tmp_path: Path) -> None:
     pq.write_table(pa.table({"text": pa.array([b"caf\xc3\xa9", b"\xff"], pa.binary())}), tmp_path / "f.parquet")
     got = rows(tmp_path / "f.parquet", "parquet")
     assert codes(got) == [None, "invalid_utf8"] and got[0]["text"] == "café"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "jsonl.gz", "parquet"])
+def test_a_whole_file_split_hashes_the_bytes_it_parses(tmp_path: Path, fmt: str) -> None:
+    texts = [f"doc {i} " + os.urandom(200).hex() for i in range(3000)]
+    path = tmp_path / f"in.{fmt}"
+    data = "".join(json.dumps({"text": t}) + "\n" for t in texts).encode()
+    if fmt == "parquet":
+        pq.write_table(pa.table({"text": texts}), path, row_group_size=700)
+    else:
+        path.write_bytes(gzip.compress(data) if fmt == "jsonl.gz" else data)
+    facts = ReadFacts()
+    got = list(read_split(Split(str(path), fmt, digest=True), Limits(), facts))
+    assert [r["text"] for r in got] == texts
+    assert facts.digest == _sha256(path)  # the file's bytes (gzip: compressed), not the records
+    assert ReadFacts().digest is None and not any("digest" in r for r in got)
+
+
+def test_a_gzip_cut_short_is_still_hashed_whole(tmp_path: Path) -> None:
+    data = gzip.compress(b"".join(json.dumps({"text": os.urandom(30).hex()}).encode() + b"\n" for _ in range(2000)))
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(data[: len(data) // 2] + b"trailing garbage after the cut")
+    facts = ReadFacts()
+    got = list(read_split(Split(str(cut), "jsonl.gz", digest=True), LIMITS, facts))
+    assert codes(got)[-1] == "unreadable_gzip" and facts.digest == _sha256(cut)
+
+
+def test_a_range_counts_its_newlines_while_reading(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    lines = [b'{"text": "' + b"w" * rng.randrange(0, 400) + b'"}' if rng.random() < 0.9 else b"" for _ in range(500)]
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    size = path.stat().st_size
+    whole = [(r["record_no"], r["text"]) for r in rows(path)]
+    cuts = sorted(rng.sample(range(1, size), 12))
+    got, before = [], 0
+    for start, end in zip([0, *cuts], [*cuts, size], strict=True):
+        facts = ReadFacts()
+        part = list(read_jsonl(Split(str(path), "jsonl", start, end if end < size else -1), LIMITS, facts))
+        if end < size:
+            assert facts.newlines == count_newlines(str(path), start, end)
+        got += [(r["record_no"] + before, r["text"]) for r in part]  # numbered from the range's start
+        before += facts.newlines
+    assert got == whole
+
+
+def test_small_blocks_keep_lines_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Lines that span many blocks, a record over the limit, CRLF, a BOM: the same rows whatever the block size.
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"text": "a"}\r\n' + b'{"text": "' + b"x" * 900 + b'"}\n\n'
+                     + b'{"text": "' + b"y" * 150 + b'"}\r\n{"text": "end"}')
+    expected = [(r["record_no"], r["kind"], r["reason"], r["text"], r["payload_size"]) for r in rows(path)]
+    assert [e[1] for e in expected] == ["doc", "bad", "doc", "doc"] and expected[1][4] == 913
+    for block, tail in ((7, 3), (64, 1), (1, 1)):
+        monkeypatch.setattr(records, "_BLOCK", block)
+        monkeypatch.setattr(records, "_TAIL_BLOCK", tail)
+        got = [(r["record_no"], r["kind"], r["reason"], r["text"], r["payload_size"]) for r in rows(path)]
+        assert got == expected
+
+
+def test_parquet_ranges_take_each_row_group_once_with_file_row_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "big.parquet"
+    texts = [f"row {i} " + os.urandom(40).hex() for i in range(5000)]
+    pq.write_table(pa.table({"text": texts, "n": list(range(5000))}), path, row_group_size=600)
+    size = path.stat().st_size
+    whole = [(r["record_no"], r["text"]) for r in rows(path, "parquet")]
+    assert whole == [(i + 1, t) for i, t in enumerate(texts)]
+    for parts in (2, 3, 7, 40):
+        bounds = [size * k // parts for k in range(parts + 1)]
+        got = []
+        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+            got += [(r["record_no"], r["text"]) for r in
+                    read_parquet(Split(str(path), "parquet", start, end if end < size else -1), LIMITS)]
+        assert got == whole  # every row group read by exactly one range, numbered from the file's start
+    meta = pq.ParquetFile(path).metadata
+    assert [g for g, _ in row_groups(meta)] == list(range(meta.num_row_groups))
+
+
+def test_parquet_file_level_problems_come_from_the_first_range_only(tmp_path: Path) -> None:
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1" + os.urandom(5000))
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), tmp_path / "empty.parquet")
+    for name in ("bad.parquet", "empty.parquet"):
+        size = (tmp_path / name).stat().st_size
+        first = list(read_parquet(Split(str(tmp_path / name), "parquet", 0, size // 2), LIMITS))
+        second = list(read_parquet(Split(str(tmp_path / name), "parquet", size // 2, -1), LIMITS))
+        assert len(first) == 1 and first[0]["record_no"] is None and second == []
