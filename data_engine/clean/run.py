@@ -1,9 +1,11 @@
 """The cleaning stage: docs_raw (pinned version) → docs_clean, rejects to drops.
 
-One Python pass per Arrow batch normalises the text (`normalize.py`), measures it (`stats.py`) and
-identifies its language (`lid.py`); the thresholds are then applied in Spark SQL (`rules.py`) by
-joining each document with its language's thresholds. The run owns the `clean` and `lid`
-partitions of `drops` and replaces them, so a re-run gives the same tables.
+One Python pass per Arrow batch — cut to at most `spark.sailyard.python.maxBatchChars` characters
+(`data_engine.batches`) — normalises the text (`normalize.py`), measures it (`measure.py`: the
+statistics of `stats.py` for the whole batch at once) and identifies its language (`lid.py`); the
+thresholds are then applied in Spark SQL (`rules.py`) by joining each document with its language's
+thresholds. The run owns the `clean` and `lid` partitions of `drops` and replaces them, so a re-run
+gives the same tables.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from data_engine import lake
+from data_engine.batches import batch_chars
 from data_engine.clean.config import CleanConfig
 from data_engine.clean.rules import first_failure, thresholds_frame, with_thresholds
 from data_engine.clean.stats import STAT_NAMES
@@ -39,21 +42,20 @@ class CleanResult:
     tables: dict[str, int] = field(default_factory=dict)
 
 
-def _prepare_partitions(cfg: CleanConfig, columns: list[str]) -> Any:
+def _prepare_partitions(cfg: CleanConfig, columns: list[str], max_chars: int) -> Any:
     # the largest max_units of any language: above it a document is too long everywhere
     max_units = max(cfg.thresholds(lang).max_units for lang in (*LANGS, "default", *cfg.rules))
 
     def prepare(batches: Iterator[Any]) -> Iterator[Any]:
+        from data_engine.batches import rebatch
         from data_engine.clean.lid import decide, predict
+        from data_engine.clean.measure import measure
         from data_engine.clean.normalize import clean_text
-        from data_engine.clean.stats import batch_stats
 
-        for pdf in batches:
-            if pdf.empty:
-                continue
+        for pdf in rebatch(batches, max_chars):
             # a null text (only possible in a table not written by ingest) ends as empty_after_cleaning
             texts = [clean_text(t) if isinstance(t, str) else "" for t in pdf["text"]]
-            stats = batch_stats(texts, max_units)
+            stats = measure(texts, max_units)
             given = [g if g else UNKNOWN for g in pdf["lang"]]
             preds = predict(texts, cfg.lid) if cfg.lid.enabled else [(UNKNOWN, 0.0)] * len(texts)
             decisions = [decide(g, p, s, cfg.lid) if cfg.lid.enabled else None
@@ -66,7 +68,7 @@ def _prepare_partitions(cfg: CleanConfig, columns: list[str]) -> Any:
             out["lid_score"] = [s for _, s in preds]
             out["_lid_reason"] = [d.reason if d else None for d in decisions]
             for name in STAT_NAMES:
-                out[f"_s_{name}"] = [float(s[name]) for s in stats]
+                out[f"_s_{name}"] = stats[name]
             yield out
 
     return prepare
@@ -86,19 +88,19 @@ def plan_clean(spark: Any, lake_dir: str, cfg: CleanConfig = CleanConfig(), *,
     schema = (", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in df.schema.fields if f.name in columns)
               + ", lang_given string, lang_pred string, lid_score double, _lid_reason string, "
               + ", ".join(f"_s_{n} double" for n in STAT_NAMES))
-    prepared = df.select(*columns).mapInPandas(_prepare_partitions(cfg, columns), schema)
+    prepared = df.select(*columns).mapInPandas(_prepare_partitions(cfg, columns, batch_chars(spark)), schema)
     sections = (*LANGS, *(k for k in cfg.rules if k != "default"))  # languages with their own thresholds
     checked = with_thresholds(prepared, thresholds_frame(spark, cfg, sections))
     heuristic, heuristic_detail = first_failure()
-    empty = F.length(F.trim("text")) == 0
+    empty = F.col("text") == F.lit("")  # cleaned text is stripped: nothing left is the empty string
     reason = F.when(empty, F.lit(REASON_EMPTY)).when(F.col("_lid_reason").isNotNull(), F.col("_lid_reason")) \
         .otherwise(heuristic)
     detail = F.when(empty, F.lit(None)).when(
         F.col("_lid_reason").isNotNull(),
         F.format_string("given %s, predicted %s (%.3f)", "lang_given", "lang_pred", "lid_score")
     ).otherwise(heuristic_detail)
-    tagged = (checked.withColumn("_reason", reason).withColumn("_detail", detail)
-              .withColumn("_drop", F.col("_reason").isNotNull())
+    tagged = (checked.select(*columns, *LID_COLUMNS, reason.alias("_reason"), detail.alias("_detail"))
+              .withColumn("_drop", F.col("_reason").isNotNull())  # statistics and thresholds are not kept
               .persist(StorageLevel.MEMORY_AND_DISK))
     result = CleanResult(cfg.input_table, source.version)
     counts = Counts()

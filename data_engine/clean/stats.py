@@ -14,7 +14,6 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
 
 STAT_NAMES = ("units", "mean_line_chars", "line_punct_frac", "symbol_ratio", "digit_ratio", "url_ratio",
               "dup_line_frac", "dup_line_char_frac", "top_2gram_frac", "dup_5gram_frac", "lorem_ipsum",
@@ -190,9 +189,10 @@ def document_stats(text: str, spaceless: bool, chars_per_word: int = 3,
     }
 
 
-def batch_stats(texts: Sequence[str], max_units: float | None = None) -> list[dict[str, Any]]:
-    from data_engine.dedup.shingles import dominant_spaceless_script
+def batch_stats(texts: Sequence[str], max_units: float | None = None) -> list[dict[str, float]]:
+    """`document_stats` of every text, with the dedup's script decision (`spaceless`, characters per
+    word); computed for the whole batch at once by `measure.measure`."""
+    from data_engine.clean.measure import measure
 
-    scripts = dominant_spaceless_script(texts)
-    return [document_stats(t, bool(s), _CHARS_PER_WORD.get(int(s), 3), max_units)
-            for t, s in zip(texts, scripts, strict=True)]
+    columns = measure(texts, max_units)
+    return [{name: float(columns[name][i]) for name in STAT_NAMES} for i in range(len(texts))]

@@ -9,6 +9,7 @@ the top p% of n documents are the ranks ≤ ⌈p·n/100⌉.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -19,8 +20,17 @@ def keep_count(n: int, percent: float) -> int:
     return math.ceil(Fraction(str(percent)) * n / 100)
 
 
-def ranks_within_language(spark: Any, scored: Any) -> Any:
-    """(doc_id, _rank): 1 for the best-scoring document of its language, ties by doc_id, unscored last.
+def rank_score() -> Any:
+    """The score documents are ranked by: unscored ones after every score in [0, 1]."""
+    from pyspark.sql import functions as F
+
+    return F.coalesce(F.col("quality_score"), F.lit(-1.0))
+
+
+def ranks_within_language(spark: Any, scored: Any, carry: Sequence[str] = ()) -> Any:
+    """(doc_id, _rank, *carry): 1 for the best-scoring document of its language, ties by doc_id,
+    unscored last; `carry` names narrow columns of `scored` to keep beside the rank (persisted
+    with it, so a caller needs no join back to `scored` for them).
 
     A window over each language would sort a whole language — text included — in one task. Instead
     a narrow (lang, score, doc_id) projection is range-partitioned and sorted across all tasks;
@@ -31,10 +41,11 @@ def ranks_within_language(spark: Any, scored: Any) -> Any:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    score = F.coalesce(F.col("quality_score"), F.lit(-1.0))  # unscored after every score in [0, 1]
-    ordered = (scored.select("lang", "doc_id", score.alias("_score"))
+    score = rank_score()
+    extra = [c for c in carry if c not in ("lang", "doc_id")]
+    ordered = (scored.select("lang", "doc_id", score.alias("_score"), *extra)
                .orderBy("lang", F.col("_score").desc(), "doc_id")
-               .select("lang", "doc_id", F.spark_partition_id().alias("_part"),
+               .select("lang", "doc_id", *extra, F.spark_partition_id().alias("_part"),
                        F.monotonically_increasing_id().alias("_pos"))
                .persist(StorageLevel.MEMORY_AND_DISK))  # ids must not change between the two passes
     blocks = sorted((r._part, r.lang, r.n, r.first) for r in ordered.groupBy("_part", "lang").agg(
@@ -46,13 +57,24 @@ def ranks_within_language(spark: Any, scored: Any) -> Any:
         seen[lang] = seen.get(lang, 0) + n
     offset_df = F.broadcast(spark.createDataFrame(offsets, "_part int, lang string, _offset long"))
     ranks = (ordered.join(offset_df, ["_part", "lang"])
-             .select("doc_id", (F.col("_pos") + F.col("_offset") + 1).alias("_rank"))
+             .select("doc_id", (F.col("_pos") + F.col("_offset") + 1).alias("_rank"),
+                     *[c for c in carry if c != "doc_id"])
              .persist(StorageLevel.MEMORY_AND_DISK))
     ranks.count()
     ordered.unpersist()
     return ranks
 
 
+def within_cuts(spark: Any, df: Any, cuts: Sequence[tuple[str, float, str]]) -> Any:
+    """The rows of `df` ranked at or above their language's cut — (lang, rank score, doc_id) of the
+    last document kept — i.e. rank ≤ keep, without joining `df` with its ranks: in the ranking's
+    order that is (score, -doc_id) ≥ the cut's. A language without a cut keeps nothing."""
+    from pyspark.sql import functions as F
+
+    cut_df = F.broadcast(spark.createDataFrame(list(cuts), "lang string, _cut_score double, _cut_doc string"))
+    score, cut_score = rank_score(), F.col("_cut_score")
+    within = (score > cut_score) | ((score == cut_score) & (F.col("doc_id") <= F.col("_cut_doc")))
+    return df.join(cut_df, "lang", "left").where(F.coalesce(within, F.lit(False))).select(*df.columns)
 
 
 def band_column(rank: Any, n: Any, width: int = 1) -> Any:

@@ -9,24 +9,28 @@ Python worker; the version used is the `quality_model` column (`<name>/<version>
 Selection is exact: with n documents in a language and p its keep percent, the ⌈p·n/100⌉
 highest-scoring ones (ties by doc_id) are kept — each document's rank within its language
 (`quality.rank.ranks_within_language`) compared with that count; only per-language and per-partition counts
-come back to the driver.
+come back to the driver. The ranks live in a narrow frame (no text) that gives the tallies, the
+histogram and the drops in one pass; docs_curated is `scored` filtered by each language's cut (its
+last kept document, one row per language: `quality.rank.within_cuts`), never joined with the ranks.
+Scoring is a pandas UDF of (lang, text): the other columns never cross to Python, and only the
+score and the model's name come back.
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from data_engine import lake, tracking
+from data_engine.batches import batch_chars
 from data_engine.digests import file_digest
 from data_engine.drops import drop_rows
 from data_engine.errors import ConfigError
 from data_engine.quality.config import QualityScoreConfig
-from data_engine.quality.rank import keep_count, ranks_within_language
+from data_engine.quality.rank import keep_count, rank_score, ranks_within_language, within_cuts
 from data_engine.quality.train import META_FILE, MODEL_FILE
 from data_engine.stage import Counts, Output, ReconcileError, StagePlan, commit_plan, read_input
 from data_engine.tables import DOCS_CLEAN, DOCS_CURATED, DOCS_DEDUP, DOCS_SCORED, DROPS
@@ -96,34 +100,39 @@ def _fetch_models(spark: Any, lake_dir: str, langs: list[str],
     return found
 
 
-def _score_partitions(models: dict[str, tuple[str, str, int]], columns: list[str]) -> Any:
-    def score(batches: Iterator[Any]) -> Iterator[Any]:
+def _score_udf(models: dict[str, tuple[str, str, int]], max_chars: int) -> Any:
+    """A pandas UDF (lang, text) → (quality_score, quality_model): only the text crosses to Python
+    and only the two results come back; the other columns stay in the JVM."""
+    import pandas as pd
+    from pyspark.sql.functions import pandas_udf
+
+    def score(lang: pd.Series, text: pd.Series) -> pd.DataFrame:
         from pyspark import SparkFiles
 
         from data_engine import fasttext_model
+        from data_engine.batches import chunks
         from data_engine.quality.train import score_texts
 
-        for pdf in batches:
-            if pdf.empty:
-                continue
-            scores: list[float | None] = [None] * len(pdf)
-            names: list[str | None] = [None] * len(pdf)
-            for lang, index in pdf.groupby("lang", sort=False).groups.items():
-                if lang not in models:
+        scores: list[float | None] = [None] * len(lang)
+        names: list[str | None] = [None] * len(lang)
+        frame = pd.DataFrame({"lang": lang.to_numpy(), "text": text.to_numpy()})
+        first = 0
+        for piece in chunks(frame, max_chars):
+            for lang_code, rows in piece.groupby("lang", sort=False).indices.items():
+                if lang_code not in models:
                     continue
-                file_name, model_name, max_chars = models[lang]
+                file_name, model_name, model_chars = models[lang_code]
                 model = fasttext_model.load(SparkFiles.get(file_name))  # once per Python worker
-                positions = [pdf.index.get_loc(i) for i in index]
-                texts = [t if isinstance(t, str) else "" for t in (pdf["text"].iat[p] for p in positions)]
-                values = score_texts(model, texts, max_chars)
-                for p, v in zip(positions, values, strict=True):
-                    scores[p], names[p] = round(v, 6), model_name
-            out = pdf[columns].copy()
-            out["quality_score"] = scores
-            out["quality_model"] = names
-            yield out
+                column = piece["text"].to_numpy()
+                texts = [t if isinstance(t, str) else "" for t in column[rows]]
+                for p, v in zip(rows.tolist(), score_texts(model, texts, model_chars), strict=True):
+                    scores[first + p], names[first + p] = round(v, 6), model_name
+            first += len(piece)
+        return pd.DataFrame({"quality_score": pd.Series(scores, dtype="float64"), "quality_model": names})
 
-    return score
+    # the hints as objects (this module's annotations are strings): Spark reads the UDF's kind from them
+    score.__annotations__ = {"lang": pd.Series, "text": pd.Series, "return": pd.DataFrame}
+    return pandas_udf(score, "quality_score double, quality_model string")  # type: ignore[call-overload]
 
 
 def plan_score(spark: Any, lake_dir: str, cfg: QualityScoreConfig = QualityScoreConfig(), *,
@@ -144,9 +153,9 @@ def plan_score(spark: Any, lake_dir: str, cfg: QualityScoreConfig = QualityScore
     if run is not None:
         run.set_tags({f"model.{lang}": m for lang, m in result.models.items()}
                      | {f"model.{lang}.pinned": str(lang in cfg.models).lower() for lang in result.models})
-    schema = (", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in source.df.schema.fields
-                        if f.name in columns) + ", quality_score double, quality_model string")
-    scored = (source.df.select(*columns).mapInPandas(_score_partitions(models, columns), schema)
+    result_col = _score_udf(models, batch_chars(spark))("lang", "text")
+    scored = (source.df.select(*columns).withColumn("_quality", result_col)
+              .select(*columns, "_quality.quality_score", "_quality.quality_model")
               .persist(StorageLevel.MEMORY_AND_DISK))
     cached = [scored]
 
@@ -163,27 +172,36 @@ def plan_score(spark: Any, lake_dir: str, cfg: QualityScoreConfig = QualityScore
                 keep[lang] = n if cfg.without_model == "keep" else 0
         keep_df = F.broadcast(spark.createDataFrame([(lang, k, counts[lang]) for lang, k in sorted(keep.items())],
                                                     "lang string, _keep long, _n long"))
-        ranks = ranks_within_language(spark, scored)
-        ranked = (scored.join(ranks, "doc_id").join(keep_df, "lang")
-                  .withColumn("_drop", F.col("_rank") > F.col("_keep"))
-                  .persist(StorageLevel.MEMORY_AND_DISK))
-        cached += [ranks, ranked]
+        # Ranks, scores and the keep decision travel in a narrow frame (no text): the tallies, the
+        # histogram and the drops come from it, and each language's last kept document (its cut)
+        # selects docs_curated from `scored` with a broadcast of one row per language, no join
+        # of the documents with their ranks.
+        ranks = ranks_within_language(spark, scored, carry=("lang", "quality_score"))
+        cached.append(ranks)
+        ranked = ranks.join(keep_df, "lang").withColumn("_drop", F.col("_rank") > F.col("_keep"))
+        # one pass for the tallies, the histogram and the cuts: per language, kept or not, and score bin
+        score = rank_score()
+        bins = F.least(F.floor(F.col("quality_score") * BINS), F.lit(BINS - 1)).alias("bin")
+        at_cut = F.when(F.col("_rank") == F.col("_keep"), F.struct(score.alias("s"), F.col("doc_id").alias("d")))
         tally = Counts()
-        for r in ranked.groupBy("lang", "_drop").agg(F.count(F.lit(1)).alias("n"),
-                                                     F.min("quality_score").alias("low")).collect():
+        cuts = []
+        for r in ranked.groupBy("lang", "_drop", bins).agg(
+                F.count(F.lit(1)).alias("n"), F.min("quality_score").alias("low"),
+                F.max(at_cut).alias("cut")).collect():
             tally.add(r.lang, "dropped" if r._drop else "kept", r.n)
             if not r._drop and r.low is not None and r.lang in models:
-                result.cuts[r.lang] = float(r.low)
+                result.cuts[r.lang] = min(result.cuts.get(r.lang, float(r.low)), float(r.low))
+            if r.bin is not None:
+                result.histograms.setdefault(r.lang, [0] * BINS)[int(r.bin)] += r.n
+            if r.cut is not None:
+                cuts.append((r.lang, r.cut.s, r.cut.d))
         missing = sum(counts.values()) - tally.records
         if missing:  # a document lost between scoring and ranking would otherwise vanish silently
             raise ReconcileError(f"score_quality: {missing} of {sum(counts.values())} documents were lost "
                                  "between scoring and ranking; nothing was committed")
         result.by_lang = tally.by_lang
         result.records, result.kept, result.dropped = tally.records, tally.kept, tally.dropped
-        bins = F.least(F.floor(F.col("quality_score") * BINS), F.lit(BINS - 1)).alias("bin")
-        for r in scored.where(F.col("quality_score").isNotNull()).groupBy("lang", bins).count().collect():
-            result.histograms.setdefault(r.lang, [0] * BINS)[int(r.bin)] += r["count"]
-        curated = ranked.where(~F.col("_drop")).select(*scored.columns)
+        curated = within_cuts(spark, scored, cuts)
         unscored = F.col("quality_score").isNull()
         drops = drop_rows(
             ranked.where(F.col("_drop")), stage=STAGE,

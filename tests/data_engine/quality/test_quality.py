@@ -220,3 +220,35 @@ def test_ranks_are_exact_when_a_language_spans_many_partitions(spark):
         ordered = sorted((r for r in rows if r[1] == lang), key=lambda r: (r[2] is None, -(r[2] or 0), r[0]))
         expected.update({r[0]: i + 1 for i, r in enumerate(ordered)})
     assert got == expected
+
+
+def test_cut_selection_keeps_exactly_the_ranks_within_the_count(spark):
+    """docs_curated comes from each language's cut (its last kept document), not from a join with
+    the ranks: with ties across partitions, unscored documents and languages keeping all or none,
+    the two must name the same documents."""
+    from pyspark.sql import functions as F
+
+    from data_engine.quality.rank import rank_score, ranks_within_language, within_cuts
+
+    rng = random.Random(4)
+    rows = [(f"d{i:05d}", rng.choice(["tha", "vie", "lao", "khm"]),
+             None if i % 40 == 0 else rng.choice([0.25, 0.5, 0.5, 0.75, 1.00001, round(rng.random(), 6)]))
+            for i in range(2000)]
+    df = spark.createDataFrame(rows, "doc_id string, lang string, quality_score double").repartition(5)
+    n = {lang: sum(1 for r in rows if r[1] == lang) for lang in ("tha", "vie", "lao", "khm")}
+    keep = {"tha": 37, "vie": n["vie"], "lao": 0, "khm": 1}
+    ranks = ranks_within_language(spark, df, carry=("lang", "quality_score"))
+    try:
+        keep_df = spark.createDataFrame(list(keep.items()), "lang string, _keep long")
+        ranked = ranks.join(keep_df, "lang")
+        cuts = [(r.lang, r.s, r.doc_id) for r in ranked.where(F.col("_rank") == F.col("_keep"))
+                .select("lang", rank_score().alias("s"), "doc_id").collect()]
+        got = {r.doc_id for r in within_cuts(spark, df, cuts).collect()}
+    finally:
+        ranks.unpersist()
+    expected = set()
+    for lang, k in keep.items():  # the truth from the rows themselves: score desc, unscored last, doc_id asc
+        ordered = sorted((r for r in rows if r[1] == lang), key=lambda r: (r[2] is None, -(r[2] or 0), r[0]))
+        expected |= {r[0] for r in ordered[:k]}
+    assert got == expected
+    assert sum(d in got for d, lang, _ in rows if lang == "lao") == 0
