@@ -30,6 +30,10 @@ _DEFAULTS: dict[str, str] = {
     "spark.ui.showConsoleProgress": "false",
     "spark.ui.enabled": "false",
     "spark.sql.parquet.compression.codec": "zstd",
+    # Iterative plans (cluster rounds, unions of persisted frames) print as trees that double at
+    # each shared node; Spark renders the string for every query, and an unbounded one can take the
+    # whole driver heap (seen: OutOfMemoryError in QueryExecution.explainString).
+    "spark.sql.maxPlanStringLength": str(1 << 20),
 }
 _LOCAL_DEFAULTS: dict[str, str] = {
     "spark.sql.shuffle.partitions": "8",

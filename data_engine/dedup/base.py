@@ -75,19 +75,27 @@ def tag_duplicates(df: Any, keys: Any, *, stage: str, reason: str, hot_docs: int
     losers = (joined.where(F.col("doc_id") != F.col("_survivor"))
               .select("doc_id", F.col("_survivor").alias("_dup_of"), F.col("_key").cast("string").alias("_cluster")))
     result = tag_losers(df, losers, stage=stage, reason=reason)
-    return dataclasses.replace(result, cached=[keyed, groups])
+    return dataclasses.replace(result, cached=[*result.cached, keyed, groups])
+
+
+#: Losers up to this many rows are broadcast to the join that tags them: the documents, text and
+#: all, are then read where they lie instead of being shuffled to meet a few thousand ids.
+BROADCAST_LOSERS = 200_000
 
 
 def tag_losers(df: Any, losers: Any, *, stage: str, reason: str) -> StageResult:
     """Mark the documents of `df` listed in `losers` (doc_id, _dup_of, _cluster) as dropped.
 
     One join on doc_id — evenly spread whatever the duplicates look like; every other row passes
-    through untouched.
+    through untouched. The losers are counted first (a narrow frame): when few, they are broadcast
+    and the documents are never shuffled.
     """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    tagged = (df.join(losers, "doc_id", "left")
+    losers = losers.persist(StorageLevel.MEMORY_AND_DISK)
+    right = F.broadcast(losers) if losers.count() <= BROADCAST_LOSERS else losers
+    tagged = (df.join(right, "doc_id", "left")
               .withColumn("_drop", F.col("_dup_of").isNotNull())
               .persist(StorageLevel.MEMORY_AND_DISK))
     kept = tagged.filter(~F.col("_drop")).drop("_dup_of", "_cluster", "_drop")
@@ -95,4 +103,4 @@ def tag_losers(df: Any, losers: Any, *, stage: str, reason: str) -> StageResult:
         "doc_id", F.lit(stage).alias("stage"), "lang", F.lit(reason).alias("reason"),
         F.col("_dup_of").alias("dup_of"), F.col("_cluster").alias("cluster_id"),
         F.lit(None).cast("string").alias("detail"))
-    return StageResult(kept=kept, dropped=dropped, tagged=tagged)
+    return StageResult(kept=kept, dropped=dropped, tagged=tagged, cached=[losers])

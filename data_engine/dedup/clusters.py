@@ -147,7 +147,9 @@ def centre_clusters(edges: Any, ranks: Any, *, max_rounds: int = 50) -> Clusters
     everyone = everyone.join(order.select("node", "_rank"), "node")
     best = everyone.groupBy("centre").agg(F.min_by("node", "_rank").alias("survivor"))
     clusters = best.count()
+    # Checkpointed: the rounds' lineage (each round's frames built on the last) stays behind.
     losers = (everyone.join(best, "centre").where(F.col("node") != F.col("survivor"))
               .select(F.col("node").alias("doc_id"), F.col("survivor").alias("_dup_of"),
-                      F.col("centre").alias("_cluster")))
+                      F.col("centre").alias("_cluster"))
+              .localCheckpoint(eager=True))
     return Clusters(losers=losers, rounds=rounds, clusters=int(clusters), cached=(order, *members))

@@ -31,6 +31,9 @@ class NearDedupConfig:
     """Rows (MinHash values) per band; permutations = bands × rows."""
     seed: int = 1
     """Seed of the MinHash permutations: same seed, same signatures, same result."""
+    sketch: Literal["oph", "minhash"] = "oph"
+    """Signature scheme (`minhash.py`): one permutation hashing with densification — one hash per
+    shingle instead of bands × rows, as accurate — or classic independent permutations."""
     word_ngram: int = 5
     """Words per shingle for space-separated scripts (FineWeb, Sailor2: 5)."""
     char_ngram: int = 5
@@ -56,6 +59,8 @@ class NearDedupConfig:
                 problems.append(f"near.{name} must be at least 1, got {getattr(self, name)}")
         if self.driver_graph_edges < 0:
             problems.append(f"near.driver_graph_edges must be 0 or more, got {self.driver_graph_edges}")
+        if self.sketch not in ("oph", "minhash"):
+            problems.append(f"near.sketch must be 'oph' or 'minhash', got {self.sketch!r}")
         unknown = sorted(set(self.char_ngram_by_script) - set(SCRIPTS[1:]))
         if unknown:
             problems.append(f"near.char_ngram_by_script: unknown script(s) {unknown}; known: {list(SCRIPTS[1:])}")

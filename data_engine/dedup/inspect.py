@@ -17,32 +17,39 @@ from data_engine.tables import DROPS
 
 def cluster_samples(spark: Any, lake_dir: str, input_table: str, input_version: int, drops_version: int,
                     *, clusters_per_stage: int = 10, members: int = 4, chars: int = 600) -> list[dict[str, Any]]:
-    """[{stage, cluster_id, survivor: {doc_id, text}, removed: [{doc_id, text}, ...]}, ...]"""
-    from pyspark.sql import Window
+    """[{stage, cluster_id, survivor: {doc_id, text}, removed: [{doc_id, text}, ...]}, ...]
+
+    The samples are bounded aggregates (`min_by(…, k)`: the k smallest per group, combined on the
+    map side), not windows: a stage or a cluster of a million documents is never one task's sort.
+    """
     from pyspark.sql import functions as F
 
     drops = (lake.read_table(spark, lake_dir, DROPS, version=drops_version).df
              .where(F.col("dup_of").isNotNull() & F.col("stage").isin("url", "exact", "near")))
-    picked = (drops.select("stage", "cluster_id", "dup_of").distinct()
-              .withColumn("_rank", F.row_number().over(
-                  Window.partitionBy("stage").orderBy(F.xxhash64("cluster_id"), "cluster_id")))
-              .where(F.col("_rank") <= clusters_per_stage).drop("_rank"))
-    removed = (drops.join(picked.select("stage", "cluster_id"), ["stage", "cluster_id"])
-               .withColumn("_rank", F.row_number().over(Window.partitionBy("stage", "cluster_id").orderBy("doc_id")))
-               .where(F.col("_rank") <= members).select("stage", "cluster_id", "doc_id"))
-    wanted = removed.select("doc_id").unionByName(picked.select(F.col("dup_of").alias("doc_id"))).distinct()
+    clusters = drops.select("stage", "cluster_id", "dup_of").distinct()
+    picked = (clusters.groupBy("stage")
+              .agg(F.min_by(F.struct("cluster_id", "dup_of"), F.struct(F.xxhash64("cluster_id"), "cluster_id"),
+                            clusters_per_stage).alias("_picked"))
+              .select("stage", F.explode("_picked").alias("_c"))
+              .select("stage", "_c.cluster_id", "_c.dup_of").collect())
+    if not picked:
+        return []
+    keys = spark.createDataFrame([(r.stage, r.cluster_id) for r in picked], "stage string, cluster_id string")
+    removed = (drops.join(F.broadcast(keys), ["stage", "cluster_id"])
+               .groupBy("stage", "cluster_id").agg(F.min_by("doc_id", "doc_id", members).alias("_docs"))
+               .collect())
+    by_cluster = {(r.stage, r.cluster_id): sorted(r._docs) for r in removed}
+    wanted = sorted({d for docs in by_cluster.values() for d in docs} | {r.dup_of for r in picked})
     source = lake.read_table(spark, lake_dir, input_table, version=input_version).df
-    texts = {r.doc_id: r.text for r in source.join(wanted, "doc_id")
+    ids = spark.createDataFrame([(d,) for d in wanted], "doc_id string")
+    texts = {r.doc_id: r.text for r in source.join(F.broadcast(ids), "doc_id")
              .select("doc_id", F.substring("text", 1, chars).alias("text")).collect()}
-    by_cluster: dict[tuple[str, str], list[str]] = {}
-    for r in removed.collect():
-        by_cluster.setdefault((r.stage, r.cluster_id), []).append(r.doc_id)
     out = []
-    for r in sorted(picked.collect(), key=lambda r: (r.stage, r.cluster_id)):
+    for r in sorted(picked, key=lambda r: (r.stage, r.cluster_id)):
         out.append({"stage": r.stage, "cluster_id": r.cluster_id,
                     "survivor": {"doc_id": r.dup_of, "text": texts.get(r.dup_of, "")},
                     "removed": [{"doc_id": d, "text": texts.get(d, "")}
-                                for d in sorted(by_cluster.get((r.stage, r.cluster_id), []))]})
+                                for d in by_cluster.get((r.stage, r.cluster_id), [])]})
     return out
 
 

@@ -44,7 +44,7 @@ def scurve(cfg: NearDedupConfig) -> dict[str, float]:
 
 
 def _signature_partitions(cfg: NearDedupConfig, keep_signature: bool, max_chars: int) -> Any:
-    spec, hasher = spec_of(cfg), MinHasher(cfg.bands, cfg.rows, cfg.seed)
+    spec, hasher = spec_of(cfg), MinHasher(cfg.bands, cfg.rows, cfg.seed, cfg.sketch)
 
     def signatures(batches: Iterator[Any]) -> Iterator[Any]:
         import pandas as pd
@@ -65,24 +65,51 @@ def _signature_partitions(cfg: NearDedupConfig, keep_signature: bool, max_chars:
     return signatures
 
 
-def _jaccard_partitions(cfg: NearDedupConfig, max_chars: int) -> Any:
+def _set_partitions(cfg: NearDedupConfig, max_chars: int) -> Any:
     spec = spec_of(cfg)
 
-    def verify(batches: Iterator[Any]) -> Iterator[Any]:
+    def shingle_set(batches: Iterator[Any]) -> Iterator[Any]:
         import pandas as pd
 
-        from data_engine.dedup.shingles import jaccard, shingle_sets
+        from data_engine.dedup.shingles import shingle_sets
 
-        for pdf in rebatch(batches, max_chars, ("text_a", "text_b")):
+        for pdf in rebatch(batches, max_chars):
             if pdf.empty:
                 continue
-            n = len(pdf)
-            sets = shingle_sets(pdf["text_a"].tolist() + pdf["text_b"].tolist(),
-                                pdf["lang_a"].tolist() + pdf["lang_b"].tolist(), spec)
-            yield pd.DataFrame({"a": pdf["a"].to_numpy(), "b": pdf["b"].to_numpy(),
-                                "jaccard": [jaccard(sets[i], sets[n + i]) for i in range(n)]})
+            sets = shingle_sets(pdf["text"].tolist(), pdf["lang"].tolist(), spec)
+            yield pd.DataFrame({"doc_id": pdf["doc_id"].to_numpy(), "shingles": [s.view("int64") for s in sets]})
 
-    return verify
+    return shingle_set
+
+
+#: Candidate documents up to this many are broadcast to the filter that picks their text: the
+#: table is then read in place, not shuffled to meet the candidates.
+BROADCAST_CANDIDATES = 500_000
+
+
+def exact_jaccard(df: Any, pairs: Any, cfg: NearDedupConfig, max_chars: int) -> tuple[Any, Any]:
+    """(a, b, jaccard) of every candidate pair from the two documents' shingle sets.
+
+    Each candidate document is shingled once (not once per pair it is in) and only its set of
+    hashes — not its text — meets the pairs; the intersection is Spark's `array_intersect`.
+    Returns the scored pairs and the persisted sets (freed by the caller).
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    ends = (pairs.select(F.col("a").alias("doc_id")).unionByName(pairs.select(F.col("b").alias("doc_id")))
+            .distinct().persist(StorageLevel.MEMORY_AND_DISK))
+    wanted = F.broadcast(ends) if ends.count() <= BROADCAST_CANDIDATES else ends
+    sets = (df.select("doc_id", "lang", "text").join(wanted, "doc_id", "left_semi")
+            .mapInPandas(_set_partitions(cfg, max_chars), "doc_id string, shingles array<bigint>")
+            .persist(StorageLevel.MEMORY_AND_DISK))
+    sets.count()
+    ends.unpersist()
+    inter = F.size(F.array_intersect("sa", "sb"))
+    scored = (pairs.join(sets.select(F.col("doc_id").alias("a"), F.col("shingles").alias("sa")), "a")
+              .join(sets.select(F.col("doc_id").alias("b"), F.col("shingles").alias("sb")), "b")
+              .select("a", "b", (inter / (F.size("sa") + F.size("sb") - inter)).alias("jaccard")))
+    return scored, sets
 
 
 @dataclass
@@ -173,13 +200,9 @@ def dedup_near(df: Any, cfg: NearDedupConfig = NearDedupConfig()) -> StageResult
         pairs = pairs.persist(StorageLevel.MEMORY_AND_DISK)
         stats.candidates = pairs.count()
         if exact_check:
-            docs = df.select("doc_id", "lang", "text")
-            scored = (pairs.join(docs.select(F.col("doc_id").alias("a"), F.col("lang").alias("lang_a"),
-                                             F.col("text").alias("text_a")), "a")
-                      .join(docs.select(F.col("doc_id").alias("b"), F.col("lang").alias("lang_b"),
-                                        F.col("text").alias("text_b")), "b")
-                      .mapInPandas(_jaccard_partitions(cfg, max_chars), "a string, b string, jaccard double"))
+            scored, sets = exact_jaccard(df, pairs, cfg, max_chars)
         else:
+            sets = None
             same = F.expr(f"size(filter(zip_with(sig_a, sig_b, (x, y) -> x = y), e -> e)) / {cfg.bands * cfg.rows}")
             scored = (pairs.join(signed.select(F.col("doc_id").alias("a"), F.col("sig").alias("sig_a")), "a")
                       .join(signed.select(F.col("doc_id").alias("b"), F.col("sig").alias("sig_b")), "b")
@@ -189,6 +212,8 @@ def dedup_near(df: Any, cfg: NearDedupConfig = NearDedupConfig()) -> StageResult
                  .persist(StorageLevel.MEMORY_AND_DISK))
         stats.edges = edges.count()
         pairs.unpersist()
+        if sets is not None:
+            sets.unpersist()
         ranks = df.select("doc_id", keep_rank(df).alias("_rank"))
         if stats.edges <= cfg.driver_graph_edges:
             clusters = centre_clusters_local(edges, ranks)
@@ -197,6 +222,7 @@ def dedup_near(df: Any, cfg: NearDedupConfig = NearDedupConfig()) -> StageResult
         cached += clusters.cached
         stats.rounds, stats.clusters = clusters.rounds, clusters.clusters
         result = tag_losers(df, clusters.losers, stage=STAGE, reason=REASON)
+        cached += result.cached
         result.tagged.count()  # materialise before the intermediate frames go
         edges.unpersist()
     finally:

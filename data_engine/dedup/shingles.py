@@ -74,11 +74,19 @@ def _mix(h: np.ndarray) -> np.ndarray:
     return mix64(h)
 
 
+_POWERS: dict[int, np.ndarray] = {}
+
+
 def _powers(base: np.uint64, n: int) -> np.ndarray:
-    out = np.full(n, base, dtype=np.uint64)
-    out[0] = 1
-    with np.errstate(over="ignore"):
-        return np.cumprod(out, dtype=np.uint64)
+    """base⁰ … baseⁿ⁻¹ (mod 2⁶⁴), kept and grown per base: every batch needs about the same."""
+    have = _POWERS.get(int(base))
+    if have is None or len(have) < n:
+        size = max(n, 2 * len(have) if have is not None else n)
+        out = np.full(size, base, dtype=np.uint64)
+        out[0] = 1
+        with np.errstate(over="ignore"):
+            have = _POWERS[int(base)] = np.cumprod(out, dtype=np.uint64)
+    return have[:n]
 
 
 def normalize_for_shingles(text: str) -> str:
@@ -125,8 +133,8 @@ def _script_profile(cp: np.ndarray, starts: np.ndarray,
     script = script_tab[idx]
     doc_of = np.repeat(np.arange(n_docs, dtype=np.int64), np.diff(starts))
     letters = np.bincount(doc_of[word_tab[idx]], minlength=n_docs)
-    per_script = np.zeros((n_docs, len(SCRIPTS)), dtype=np.int64)
-    np.add.at(per_script, (doc_of, script), 1)
+    per_script = np.bincount(doc_of * len(SCRIPTS) + script, minlength=n_docs * len(SCRIPTS)
+                             ).reshape(n_docs, len(SCRIPTS))
     spaceless = per_script[:, 1:].sum(axis=1)
     dominant = np.where(spaceless > 0, per_script[:, 1:].argmax(axis=1) + 1, 0)
     return letters, spaceless, dominant, doc_of

@@ -3,6 +3,9 @@ determinism, and the labelled set's pair-level F1 against exact-Jaccard truth.""
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import pytest
 
 from data_engine.dedup.config import NearDedupConfig
@@ -37,16 +40,54 @@ def test_short_texts_get_their_own_shingle_never_a_shared_sentinel():
     assert len({s[0] for s in sets}) == 6
 
 
-def test_signature_estimates_jaccard():
+def _edited(text: str, share: float, rng: random.Random) -> str:
+    return " ".join(w if rng.random() > share else f"x{rng.randrange(10**9)}" for w in text.split())
+
+
+@pytest.mark.parametrize("scheme", ["oph", "minhash"])
+def test_signature_estimates_jaccard(scheme):
     texts = [section("eng", i) + "\n" + section("eng", i + 1) for i in range(0, 20, 2)]
     texts += [t.replace(" the ", " a ", 2) for t in texts]
-    hasher = MinHasher(bands=20, rows=6, seed=1)
+    hasher = MinHasher(bands=20, rows=6, seed=1, scheme=scheme)
     h, d = shingle_hashes(texts)
     sig = hasher.signatures(h, d, len(texts))
     sets = shingle_sets(texts)
     errors = [abs(hasher.estimate(sig[i], sig[j]) - jaccard(sets[i], sets[j]))
               for i in range(len(texts)) for j in range(i + 1, len(texts))]
     assert max(errors) < 0.2 and sum(errors) / len(errors) < 0.03
+
+
+@pytest.mark.parametrize("scheme", ["oph", "minhash"])
+@pytest.mark.parametrize("words", [12, 40, 400])
+def test_estimates_are_unbiased_for_short_and_long_texts(scheme, words):
+    """Edited copies, Jaccard taken from the shingle sets: one permutation hashing must be as good
+    as independent permutations, also when most of its bins are empty and borrowed (12 words are
+    8 shingles in 120 bins)."""
+    rng = random.Random(words)
+    pool = " ".join(section("eng", i) for i in range(26)).split()  # 1,351 words
+    hasher = MinHasher(bands=20, rows=6, seed=3, scheme=scheme)
+    errors = []
+    for _ in range(150):
+        start = rng.randrange(len(pool) - words)
+        a = " ".join(pool[start:start + words])
+        b = _edited(a, rng.choice([0.02, 0.05, 0.1]), rng)
+        h, d = shingle_hashes([a, b])
+        sig = hasher.signatures(h, d, 2)
+        errors.append(hasher.estimate(sig[0], sig[1]) - jaccard(*shingle_sets([a, b])))
+    assert abs(float(np.mean(errors))) < 0.02, np.mean(errors)  # no bias
+    assert float(np.std(errors)) < 0.06, np.std(errors)  # at most binomial spread: sqrt(.8 * .2 / 120) = 0.037
+
+
+def test_one_permutation_signatures_depend_on_the_seed_and_fill_every_bin():
+    texts = ["one two three four five six", section("tha", 3), "ok"]
+    h, d = shingle_hashes(texts)
+    a = MinHasher(seed=1).signatures(h, d, 3)
+    assert (a == MinHasher(seed=1).signatures(h, d, 3)).all()
+    assert (a != MinHasher(seed=2).signatures(h, d, 3)).mean() > 0.9
+    assert (a != np.iinfo(np.uint32).max).all()  # no bin left empty, even for a one-shingle text
+    assert len(set(a[2].tolist())) == 1  # one shingle: every bin holds its value
+    with pytest.raises(ValueError, match="at least one shingle"):
+        MinHasher().signatures(h[d != 1], d[d != 1], 3)
 
 
 def test_s_curve_matches_the_formula():
