@@ -9,14 +9,15 @@ from typing import Any
 
 @dataclass(frozen=True)
 class StageResult:
-    """The two sides of one stage, both lazily derived from one tagged (and persisted) frame.
+    """The two sides of one stage, both lazily derived from one tagged frame (persisted where
+    recomputing it would repeat a shuffle).
 
     `kept` has the input's columns; `dropped` has `DROPS_COLUMNS`.
     """
 
     kept: Any
     dropped: Any
-    tagged: Any  # the persisted frame both come from, with `lang` and a boolean `_drop`
+    tagged: Any  # the frame both come from, with `lang` and a boolean `_drop`
     metrics: dict[str, float] = field(default_factory=dict)  # stage-specific figures for MLflow
     extra: dict[str, Any] = field(default_factory=dict)  # further tables the stage writes, by name
     cached: list[Any] = field(default_factory=list)  # other persisted frames `release` frees
@@ -33,19 +34,30 @@ class StageResult:
 HOT_KEY_DOCS = 2_000
 
 
-def keep_rank(df: Any) -> Any:
-    """The documented keep rule as one sortable struct: the smallest is the survivor.
-
-    Highest `quality_score` when the column exists (nulls last), then the longest text, then the
-    smallest `doc_id` — total and deterministic, so every run keeps the same documents.
-    """
+def keep_rank_fields(df: Any) -> list[tuple[str, Any, str]]:
+    """(name, column, SQL type) of the keep rule's fields before the doc id: what `keep_rank`
+    orders by, as plain columns a Python pass can carry through (near dedup's signature pass
+    hands them on, so its ranks need no second scan of the text)."""
     from pyspark.sql import functions as F
 
     fields = []
     if "quality_score" in df.columns:
-        fields += [F.col("quality_score").isNull().alias("q_null"), (-F.col("quality_score")).alias("q")]
-    fields += [(-F.length("text")).alias("len"), F.col("doc_id").alias("id")]
-    return F.struct(*fields)
+        fields += [("q_null", F.col("quality_score").isNull(), "boolean"),
+                   ("q", -F.col("quality_score").cast("double"), "double")]
+    return [*fields, ("len", -F.length(F.coalesce("text", F.lit(""))), "int")]
+
+
+def keep_rank(df: Any, fields: list[tuple[str, Any, str]] | None = None) -> Any:
+    """The documented keep rule as one sortable struct: the smallest is the survivor.
+
+    Highest `quality_score` when the column exists (nulls last), then the longest text, then the
+    smallest `doc_id` — total and deterministic, so every run keeps the same documents.
+    `fields`: the columns of `keep_rank_fields`, where they are already computed.
+    """
+    from pyspark.sql import functions as F
+
+    given = fields if fields is not None else keep_rank_fields(df)
+    return F.struct(*[column.alias(name) for name, column, _ in given], F.col("doc_id").alias("id"))
 
 
 def tag_duplicates(df: Any, keys: Any, *, stage: str, reason: str, hot_docs: int = HOT_KEY_DOCS) -> StageResult:
@@ -94,10 +106,11 @@ def tag_losers(df: Any, losers: Any, *, stage: str, reason: str) -> StageResult:
     from pyspark.sql import functions as F
 
     losers = losers.persist(StorageLevel.MEMORY_AND_DISK)
-    right = F.broadcast(losers) if losers.count() <= BROADCAST_LOSERS else losers
-    tagged = (df.join(right, "doc_id", "left")
-              .withColumn("_drop", F.col("_dup_of").isNotNull())
-              .persist(StorageLevel.MEMORY_AND_DISK))
+    few = losers.count() <= BROADCAST_LOSERS
+    tagged = (df.join(F.broadcast(losers) if few else losers, "doc_id", "left")
+              .withColumn("_drop", F.col("_dup_of").isNotNull()))
+    if not few:  # a shuffle join is worth keeping; a broadcast one is cheaper to redo than caching the text
+        tagged = tagged.persist(StorageLevel.MEMORY_AND_DISK)
     kept = tagged.filter(~F.col("_drop")).drop("_dup_of", "_cluster", "_drop")
     dropped = tagged.filter(F.col("_drop")).select(
         "doc_id", F.lit(stage).alias("stage"), "lang", F.lit(reason).alias("reason"),

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from data_engine.batches import batch_chars, rebatch
-from data_engine.dedup.base import StageResult, keep_rank, tag_losers
+from data_engine.dedup.base import StageResult, keep_rank, keep_rank_fields, tag_losers
 from data_engine.dedup.clusters import centre_clusters, centre_clusters_local
 from data_engine.dedup.config import NearDedupConfig
 from data_engine.dedup.minhash import MinHasher, s_curve
@@ -58,6 +58,9 @@ def _signature_partitions(cfg: NearDedupConfig, keep_signature: bool, max_chars:
             sig = hasher.signatures(hashes, doc, len(pdf))
             out = pd.DataFrame({"doc_id": pdf["doc_id"].to_numpy(),
                                 "bands": list(hasher.band_keys(sig))})
+            for name in pdf.columns:
+                if name.startswith("_k_"):  # the keep rule's fields, handed on
+                    out[name] = pdf[name].to_numpy()
             if keep_signature:
                 out["sig"] = list(sig.astype("int64"))
             yield out
@@ -69,6 +72,7 @@ def _set_partitions(cfg: NearDedupConfig, max_chars: int) -> Any:
     spec = spec_of(cfg)
 
     def shingle_set(batches: Iterator[Any]) -> Iterator[Any]:
+        import numpy as np
         import pandas as pd
 
         from data_engine.dedup.shingles import shingle_sets
@@ -77,7 +81,10 @@ def _set_partitions(cfg: NearDedupConfig, max_chars: int) -> Any:
             if pdf.empty:
                 continue
             sets = shingle_sets(pdf["text"].tolist(), pdf["lang"].tolist(), spec)
-            yield pd.DataFrame({"doc_id": pdf["doc_id"].to_numpy(), "shingles": [s.view("int64") for s in sets]})
+            # 32 bits of each hash: half the bytes to shuffle, and a collision inside one page's set
+            # (~n²/2³³: 4·10⁻⁵ for 600 shingles) moves its Jaccard by 1/n at most
+            yield pd.DataFrame({"doc_id": pdf["doc_id"].to_numpy(),
+                                "shingles": [np.unique(s.astype(np.uint32)).view(np.int32) for s in sets]})
 
     return shingle_set
 
@@ -101,7 +108,7 @@ def exact_jaccard(df: Any, pairs: Any, cfg: NearDedupConfig, max_chars: int) -> 
             .distinct().persist(StorageLevel.MEMORY_AND_DISK))
     wanted = F.broadcast(ends) if ends.count() <= BROADCAST_CANDIDATES else ends
     sets = (df.select("doc_id", "lang", "text").join(wanted, "doc_id", "left_semi")
-            .mapInPandas(_set_partitions(cfg, max_chars), "doc_id string, shingles array<bigint>")
+            .mapInPandas(_set_partitions(cfg, max_chars), "doc_id string, shingles array<int>")
             .persist(StorageLevel.MEMORY_AND_DISK))
     sets.count()
     ends.unpersist()
@@ -188,8 +195,10 @@ def dedup_near(df: Any, cfg: NearDedupConfig = NearDedupConfig()) -> StageResult
 
     max_chars = batch_chars(df.sparkSession)
     exact_check = cfg.verify == "exact"
-    sig_schema = "doc_id string, bands array<bigint>" + ("" if exact_check else ", sig array<bigint>")
-    signed = (df.select("doc_id", "lang", "text")
+    rank_fields = keep_rank_fields(df)
+    sig_schema = ("doc_id string, bands array<bigint>" + ("" if exact_check else ", sig array<bigint>")
+                  + "".join(f", _k_{name} {kind}" for name, _, kind in rank_fields))
+    signed = (df.select("doc_id", "lang", "text", *[column.alias(f"_k_{name}") for name, column, _ in rank_fields])
               .mapInPandas(_signature_partitions(cfg, keep_signature=not exact_check, max_chars=max_chars),
                            sig_schema)
               .persist(StorageLevel.MEMORY_AND_DISK))
@@ -214,7 +223,8 @@ def dedup_near(df: Any, cfg: NearDedupConfig = NearDedupConfig()) -> StageResult
         pairs.unpersist()
         if sets is not None:
             sets.unpersist()
-        ranks = df.select("doc_id", keep_rank(df).alias("_rank"))
+        ranks = signed.select("doc_id", keep_rank(df, [(name, F.col(f"_k_{name}"), kind)
+                                                       for name, _, kind in rank_fields]).alias("_rank"))
         if stats.edges <= cfg.driver_graph_edges:
             clusters = centre_clusters_local(edges, ranks)
         else:
@@ -223,8 +233,7 @@ def dedup_near(df: Any, cfg: NearDedupConfig = NearDedupConfig()) -> StageResult
         stats.rounds, stats.clusters = clusters.rounds, clusters.clusters
         result = tag_losers(df, clusters.losers, stage=STAGE, reason=REASON)
         cached += result.cached
-        result.tagged.count()  # materialise before the intermediate frames go
-        edges.unpersist()
+        edges.unpersist()  # the losers are materialised (counted, or local data)
     finally:
         signed.unpersist()
     metrics = {"candidates": stats.candidates, "edges": stats.edges, "cluster_rounds": stats.rounds,
