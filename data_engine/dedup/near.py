@@ -89,8 +89,8 @@ def _set_partitions(cfg: NearDedupConfig, max_chars: int) -> Any:
     return shingle_set
 
 
-#: Candidate documents up to this many are broadcast to the filter that picks their text: the
-#: table is then read in place, not shuffled to meet the candidates.
+#: Candidate documents (or shared LSH buckets) up to this many are broadcast to the filter that
+#: picks their text (or band keys): the table is read in place, not shuffled to meet them.
 BROADCAST_CANDIDATES = 500_000
 
 
@@ -160,8 +160,11 @@ def candidate_pairs(signed: Any, bands: int, max_bucket_size: int) -> tuple[Any,
     buckets = signed.select("doc_id", F.posexplode("bands").alias("band", "key"))
     sizes = (buckets.groupBy("band", "key").agg(F.count(F.lit(1)).alias("size"))
              .where(F.col("size") > 1).persist(StorageLevel.MEMORY_AND_DISK))
-    largest = int(sizes.agg(F.max("size")).collect()[0][0] or 0)
-    members = buckets.join(sizes, ["band", "key"])
+    largest, shared = sizes.agg(F.max("size"), F.count(F.lit(1))).collect()[0]
+    largest = int(largest or 0)
+    # Buckets shared by two or more documents are few (near-duplicates and templates): broadcast,
+    # every document's band keys are matched where they lie instead of being shuffled to meet them.
+    members = buckets.join(F.broadcast(sizes) if shared <= BROADCAST_CANDIDATES else sizes, ["band", "key"])
     pairs = _all_pairs(members.where(F.col("size") <= max_bucket_size).select("doc_id", "band", "key"))
     levels = 0
     if largest > max_bucket_size:
