@@ -133,50 +133,42 @@ class NearStats:
 MAX_SPLIT_LEVELS = 4
 
 
-def _bucket_pairs(buckets: Any) -> Any:
-    """Every (a, b), a < b, of each bucket's `docs` list."""
-    from pyspark.sql import functions as F
-
-    all_pairs = F.expr("flatten(transform(docs, (x, i) -> "
-                       "transform(slice(docs, i + 2, size(docs)), y -> named_struct('a', x, 'b', y))))")
-    return (buckets.select(F.sort_array("docs").alias("docs"))
-            .select(F.explode(all_pairs).alias("p")).select("p.a", "p.b"))
-
-
 def _all_pairs(members: Any) -> Any:
     """Every (a, b), a < b, within each (band, key) bucket of `members` (doc_id, band, key)."""
     from pyspark.sql import functions as F
 
-    return _bucket_pairs(members.groupBy("band", "key").agg(F.collect_list("doc_id").alias("docs")))
+    all_pairs = F.expr("flatten(transform(docs, (x, i) -> "
+                       "transform(slice(docs, i + 2, size(docs)), y -> named_struct('a', x, 'b', y))))")
+    return (members.groupBy("band", "key").agg(F.sort_array(F.collect_list("doc_id")).alias("docs"))
+            .select(F.explode(all_pairs).alias("p")).select("p.a", "p.b"))
 
 
 def candidate_pairs(signed: Any, bands: int, max_bucket_size: int) -> tuple[Any, int, int]:
     """(a, b) pairs with a < b sharing at least one LSH band key; the largest bucket's size; and
     how many split levels oversized buckets needed.
 
-    One aggregation per (band, key) gives each bucket's size and its `max_bucket_size` smallest
-    members (`min_by(…, k)`: bounded, combined on the map side), so no task ever holds a giant
-    bucket's member list. Buckets up to `max_bucket_size` give all their pairs. A larger bucket's
-    members are re-keyed by the key of the next band as well and counted again, up to
-    `MAX_SPLIT_LEVELS` times: each level keeps the pairs that also agree on one more band (pairs
-    at the threshold share most bands: 0.8^6 ≈ 0.26 per band). What is still oversized after that
-    agrees on five bands; it is linked to its smallest doc_id.
+    Bucket sizes come first (a count, pre-aggregated on the map side). Buckets up to
+    `max_bucket_size` give all their pairs. A larger bucket's members are re-keyed by the key of
+    the next band as well and counted again, up to `MAX_SPLIT_LEVELS` times: each level keeps the
+    pairs that also agree on one more band (pairs at the threshold share most bands: 0.8^6 ≈ 0.26
+    per band), and no task ever holds a giant bucket's member list. What is still oversized after
+    that agrees on five bands; it is linked to its smallest doc_id.
     """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     buckets = signed.select("doc_id", F.posexplode("bands").alias("band", "key"))
-    shared = (buckets.groupBy("band", "key")
-              .agg(F.count(F.lit(1)).alias("size"), F.min_by("doc_id", "doc_id", max_bucket_size).alias("docs"))
-              .where(F.col("size") > 1).persist(StorageLevel.MEMORY_AND_DISK))
-    largest, oversized = shared.agg(F.max("size"), F.count_if(F.col("size") > max_bucket_size)).collect()[0]
+    sizes = (buckets.groupBy("band", "key").agg(F.count(F.lit(1)).alias("size"))
+             .where(F.col("size") > 1).persist(StorageLevel.MEMORY_AND_DISK))
+    largest, shared = sizes.agg(F.max("size"), F.count(F.lit(1))).collect()[0]
     largest = int(largest or 0)
-    pairs = _bucket_pairs(shared.where(F.col("size") <= max_bucket_size))
+    # Buckets shared by two or more documents are few (near-duplicates and templates): broadcast,
+    # every document's band keys are matched where they lie instead of being shuffled to meet them.
+    members = buckets.join(F.broadcast(sizes) if shared <= BROADCAST_CANDIDATES else sizes, ["band", "key"])
+    pairs = _all_pairs(members.where(F.col("size") <= max_bucket_size).select("doc_id", "band", "key"))
     levels = 0
     if largest > max_bucket_size:
-        over = shared.where(F.col("size") > max_bucket_size).select("band", "key")
-        # the oversized buckets are few: broadcast, every document's keys are matched where they lie
-        big = (buckets.join(F.broadcast(over) if oversized <= BROADCAST_CANDIDATES else over, ["band", "key"])
+        big = (members.where(F.col("size") > max_bucket_size).select("doc_id", "band", "key")
                .join(signed.select("doc_id", "bands"), "doc_id"))
         while levels < MAX_SPLIT_LEVELS:
             levels += 1
@@ -195,10 +187,8 @@ def candidate_pairs(signed: Any, bands: int, max_bucket_size: int) -> tuple[Any,
         leaders = big.groupBy("band", "key").agg(F.min("doc_id").alias("leader"))
         pairs = pairs.unionByName(big.join(leaders, ["band", "key"]).where(F.col("doc_id") != F.col("leader"))
                                   .select(F.col("leader").alias("a"), F.col("doc_id").alias("b")))
-    pairs = pairs.distinct().persist(StorageLevel.MEMORY_AND_DISK)
-    pairs.count()
-    shared.unpersist()
-    return pairs, largest, levels
+    sizes.unpersist()
+    return pairs.distinct(), largest, levels
 
 
 def dedup_near(df: Any, cfg: NearDedupConfig = NearDedupConfig()) -> StageResult:
@@ -219,7 +209,8 @@ def dedup_near(df: Any, cfg: NearDedupConfig = NearDedupConfig()) -> StageResult
     cached: list[Any] = []
     try:
         pairs, stats.largest_bucket, stats.split_levels = candidate_pairs(signed, cfg.bands, cfg.max_bucket_size)
-        stats.candidates = pairs.count()  # persisted by candidate_pairs
+        pairs = pairs.persist(StorageLevel.MEMORY_AND_DISK)
+        stats.candidates = pairs.count()
         if exact_check:
             scored, sets = exact_jaccard(df, pairs, cfg, max_chars)
         else:
