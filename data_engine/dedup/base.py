@@ -21,6 +21,9 @@ class StageResult:
     metrics: dict[str, float] = field(default_factory=dict)  # stage-specific figures for MLflow
     extra: dict[str, Any] = field(default_factory=dict)  # further tables the stage writes, by name
     cached: list[Any] = field(default_factory=list)  # other persisted frames `release` frees
+    removed: Any = None
+    """(doc_id) of the documents the stage drops, persisted, when it only drops (never rewrites):
+    the next stage's input is then the run's input without them, not a plan built on this one."""
 
     def release(self) -> None:
         """Free what the stage persisted; call after its outputs are written."""
@@ -90,8 +93,9 @@ def tag_duplicates(df: Any, keys: Any, *, stage: str, reason: str, hot_docs: int
     return dataclasses.replace(result, cached=[*result.cached, keyed, groups])
 
 
-#: Losers up to this many rows are broadcast to the join that tags them: the documents, text and
-#: all, are then read where they lie instead of being shuffled to meet a few thousand ids.
+#: Losers up to this many rows are brought to the driver (about 100 bytes each) and broadcast to
+#: the join that tags them: the documents, text and all, are read where they lie instead of being
+#: shuffled to meet a few thousand ids, and later plans hold the losers as a leaf.
 BROADCAST_LOSERS = 200_000
 
 
@@ -105,8 +109,14 @@ def tag_losers(df: Any, losers: Any, *, stage: str, reason: str) -> StageResult:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
+    # Few losers become local data: every later plan (the next stages read the input less these)
+    # then holds a leaf, not this stage's whole plan; nesting plans stage after stage made the
+    # driver spend minutes planning. Many stay a persisted frame.
+    head = losers.limit(BROADCAST_LOSERS + 1).collect()
+    few = len(head) <= BROADCAST_LOSERS
+    if few:
+        losers = df.sparkSession.createDataFrame(head, losers.schema)
     losers = losers.persist(StorageLevel.MEMORY_AND_DISK)
-    few = losers.count() <= BROADCAST_LOSERS
     tagged = (df.join(F.broadcast(losers) if few else losers, "doc_id", "left")
               .withColumn("_drop", F.col("_dup_of").isNotNull()))
     if not few:  # a shuffle join is worth keeping; a broadcast one is cheaper to redo than caching the text
@@ -116,4 +126,5 @@ def tag_losers(df: Any, losers: Any, *, stage: str, reason: str) -> StageResult:
         "doc_id", F.lit(stage).alias("stage"), "lang", F.lit(reason).alias("reason"),
         F.col("_dup_of").alias("dup_of"), F.col("_cluster").alias("cluster_id"),
         F.lit(None).cast("string").alias("detail"))
-    return StageResult(kept=kept, dropped=dropped, tagged=tagged, cached=[losers])
+    return StageResult(kept=kept, dropped=dropped, tagged=tagged, cached=[losers],
+                       removed=losers.select("doc_id"))

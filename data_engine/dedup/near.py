@@ -244,4 +244,4 @@ def dedup_near(df: Any, cfg: NearDedupConfig = NearDedupConfig()) -> StageResult
                "bucket_split_levels": stats.split_levels,
                **{f"s_curve.{k}": v for k, v in scurve(cfg).items()}}
     return StageResult(kept=result.kept, dropped=result.dropped, tagged=result.tagged, metrics=metrics,
-                       cached=cached)
+                       cached=cached, removed=result.removed)
