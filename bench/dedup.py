@@ -346,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(tools) - set(TOOLS))
     if unknown:
         p.error(f"unknown tool(s) {unknown}; known: {', '.join(TOOLS)}")
+    # absolute (the peers run in their own work folders), but not resolved: the venv's python is a link
+    args.peers_python = os.path.abspath(args.peers_python)
     if any(t != "sailyard" for t in tools) and not Path(args.peers_python).exists():
         p.error(f"{args.peers_python} not found: `make bench/.venv-peers/.installed` makes the peers' venv")
     sizes = [int(s) for s in args.docs.split(",")]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +108,17 @@ def _delta_jars_present() -> bool:
 def delta_native(spark: Any) -> bool:
     """True when this session commits Delta versions itself (delta-spark jars configured)."""
     return DELTA_EXTENSION in (spark.conf.get("spark.sql.extensions", "") or "")
+
+
+@contextmanager
+def phase(spark: Any, name: str) -> Iterator[None]:
+    """Label the Spark jobs started inside as `name` (the job description the Spark UI and the
+    event log show): a count() from PySpark otherwise reads "count at NativeMethodAccessorImpl",
+    and `bench/phases.py` could not say which step of a stage the time went to."""
+    context = spark.sparkContext
+    before = context.getLocalProperty("spark.job.description")
+    context.setJobDescription(name)
+    try:
+        yield
+    finally:
+        context.setJobDescription(before)  # type: ignore[arg-type]

@@ -80,6 +80,8 @@ class Job:
     stage_ids: tuple[int, ...]
     call_site: str
     succeeded: bool
+    description: str = ""
+    """`spark.job.description` (set by `data_engine.spark.phase`): the pipeline phase it served."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,10 @@ class App:
     stages: tuple[Stage, ...]
     """Only stages that ran (a job lists the stages it could skip too; they have no tasks)."""
     longest_plan_chars: int = 0
+    started_ms: int | None = None
+    """Application start and end (wall clock, ms): before the first job is Spark's and the job's
+    fixed cost."""
+    ended_ms: int | None = None
     """The longest physical plan Spark described (at a query's start and at each adaptive
     re-plan). The driver builds and keeps these strings, so a plan that grows with every stage
     costs heap and time before any task runs; `spark.sql.maxPlanStringLength` caps them."""
@@ -199,15 +205,20 @@ def _build(events: Iterator[dict[str, Any]]) -> App:
     stages: dict[tuple[int, int], dict[str, Any]] = {}
     tasks: dict[tuple[int, int], list[Task]] = defaultdict(list)
     longest_plan = 0
+    started = ended = None
     for e in events:
         kind = e["Event"]
         if "physicalPlanDescription" in e:  # SQL execution start, adaptive execution update
             longest_plan = max(longest_plan, len(e["physicalPlanDescription"] or ""))
         elif kind == "SparkListenerApplicationStart":
-            app_id, name = e.get("App ID", ""), e.get("App Name", "")
+            app_id, name, started = e.get("App ID", ""), e.get("App Name", ""), e.get("Timestamp")
+        elif kind == "SparkListenerApplicationEnd":
+            ended = e.get("Timestamp")
         elif kind == "SparkListenerJobStart":
+            props = e.get("Properties") or {}
             jobs[e["Job ID"]] = {"submitted": e.get("Submission Time"), "stages": tuple(e["Stage IDs"]),
-                                 "call_site": (e.get("Properties") or {}).get("callSite.short", "")}
+                                 "call_site": props.get("callSite.short", ""),
+                                 "description": props.get("spark.job.description") or ""}
         elif kind == "SparkListenerJobEnd":
             jobs[e["Job ID"]].update(completed=e.get("Completion Time"),
                                      ok=e["Job Result"]["Result"] == "JobSucceeded")
@@ -218,12 +229,13 @@ def _build(events: Iterator[dict[str, Any]]) -> App:
             tasks[(e["Stage ID"], e["Stage Attempt ID"])].append(_task(e))
     return App(
         app_id=app_id, name=name,
-        jobs=tuple(Job(i, j["submitted"], j.get("completed"), j["stages"], j["call_site"], j.get("ok", False))
+        jobs=tuple(Job(i, j["submitted"], j.get("completed"), j["stages"], j["call_site"], j.get("ok", False),
+                       j["description"])
                    for i, j in sorted(jobs.items())),
         stages=tuple(Stage(sid, att, info["Stage Name"], info["Number of Tasks"], info.get("Submission Time"),
                            info.get("Completion Time"), tuple(sorted(tasks[(sid, att)], key=lambda t: t.index)))
                      for (sid, att), info in sorted(stages.items())),
-        longest_plan_chars=longest_plan)
+        longest_plan_chars=longest_plan, started_ms=started, ended_ms=ended)
 
 
 def _task(e: dict[str, Any]) -> Task:

@@ -29,6 +29,7 @@ from typing import Any
 
 from data_engine import lake
 from data_engine.errors import SailyardError
+from data_engine.spark import phase
 
 STAGE_KEY = "sailyard.stage"
 RUN_KEY = "sailyard.run"
@@ -121,11 +122,12 @@ def commit_plan(lake_dir: str, plan: StagePlan, *, run: Any = None) -> dict[str,
         staged: list[Any] = []
         try:
             for out in plan.outputs:
-                s = lake.stage_write(out.df, lake_dir, out.table, mode=out.mode,  # type: ignore[arg-type]
-                                     partition_by=out.partition_by,
-                                     replace_partitions=out.replace_partitions, sort_by=out.sort_by,
-                                     app_id=out.app_id, app_version=out.app_version,
-                                     base_version=out.base_version)
+                with phase(out.df.sparkSession, f"{plan.stage}: write {out.table}"):
+                    s = lake.stage_write(out.df, lake_dir, out.table, mode=out.mode,  # type: ignore[arg-type]
+                                         partition_by=out.partition_by,
+                                         replace_partitions=out.replace_partitions, sort_by=out.sort_by,
+                                         app_id=out.app_id, app_version=out.app_version,
+                                         base_version=out.base_version)
                 staged.append(s)
                 if out.gate and s.skipped:
                     raise AlreadyCommitted(f"{out.table} already holds {out.app_id}")

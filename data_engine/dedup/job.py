@@ -9,6 +9,7 @@ from data_engine.dedup.config import DedupConfig
 from data_engine.dedup.inspect import cluster_samples, render_html
 from data_engine.dedup.near import scurve
 from data_engine.dedup.run import plan_dedup
+from data_engine.spark import phase
 from data_engine.stage import run_stage
 from data_engine.tables import DROPS
 
@@ -32,7 +33,8 @@ def dedup_job(spark: Any, lake_dir: str, cfg: DedupConfig = DedupConfig(), *,
                 run.log_dict({"bands": cfg.near.bands, "rows": cfg.near.rows, "threshold": cfg.near.threshold,
                               "p_candidate_at_jaccard": scurve(cfg.near)}, "s_curve.json")
             if DROPS in versions:
-                samples = cluster_samples(spark, lake_dir, table, version, versions[DROPS])
+                with phase(spark, "dedup: cluster samples"):
+                    samples = cluster_samples(spark, lake_dir, table, version, versions[DROPS])
                 run.log_text(render_html(samples), "clusters.html")
                 run.log_dict(samples, "clusters.json")
 

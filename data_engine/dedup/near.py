@@ -27,6 +27,7 @@ from data_engine.dedup.clusters import centre_clusters, centre_clusters_local
 from data_engine.dedup.config import NearDedupConfig
 from data_engine.dedup.minhash import MinHasher, s_curve
 from data_engine.dedup.shingles import ShingleSpec
+from data_engine.spark import phase
 
 STAGE = "near"
 REASON = "near_duplicate"
@@ -207,34 +208,41 @@ def dedup_near(df: Any, cfg: NearDedupConfig = NearDedupConfig()) -> StageResult
               .persist(StorageLevel.MEMORY_AND_DISK))
     stats = NearStats()
     cached: list[Any] = []
+    spark = df.sparkSession
     try:
-        pairs, stats.largest_bucket, stats.split_levels = candidate_pairs(signed, cfg.bands, cfg.max_bucket_size)
-        pairs = pairs.persist(StorageLevel.MEMORY_AND_DISK)
-        stats.candidates = pairs.count()
-        if exact_check:
-            scored, sets = exact_jaccard(df, pairs, cfg, max_chars)
-        else:
-            sets = None
-            same = F.expr(f"size(filter(zip_with(sig_a, sig_b, (x, y) -> x = y), e -> e)) / {cfg.bands * cfg.rows}")
-            scored = (pairs.join(signed.select(F.col("doc_id").alias("a"), F.col("sig").alias("sig_a")), "a")
-                      .join(signed.select(F.col("doc_id").alias("b"), F.col("sig").alias("sig_b")), "b")
-                      .select("a", "b", same.alias("jaccard")))
-        edges = (scored.where(F.col("jaccard") >= cfg.threshold)
-                 .select(F.col("a").alias("u"), F.col("b").alias("v"))
-                 .persist(StorageLevel.MEMORY_AND_DISK))
-        stats.edges = edges.count()
+        with phase(spark, "near: shingles + signatures"):
+            signed.count()
+        with phase(spark, "near: LSH candidates"):
+            pairs, stats.largest_bucket, stats.split_levels = candidate_pairs(signed, cfg.bands, cfg.max_bucket_size)
+            pairs = pairs.persist(StorageLevel.MEMORY_AND_DISK)
+            stats.candidates = pairs.count()
+        with phase(spark, "near: verification"):
+            if exact_check:
+                scored, sets = exact_jaccard(df, pairs, cfg, max_chars)
+            else:
+                sets = None
+                same = F.expr(f"size(filter(zip_with(sig_a, sig_b, (x, y) -> x = y), e -> e)) / {cfg.bands * cfg.rows}")
+                scored = (pairs.join(signed.select(F.col("doc_id").alias("a"), F.col("sig").alias("sig_a")), "a")
+                          .join(signed.select(F.col("doc_id").alias("b"), F.col("sig").alias("sig_b")), "b")
+                          .select("a", "b", same.alias("jaccard")))
+            edges = (scored.where(F.col("jaccard") >= cfg.threshold)
+                     .select(F.col("a").alias("u"), F.col("b").alias("v"))
+                     .persist(StorageLevel.MEMORY_AND_DISK))
+            stats.edges = edges.count()
         pairs.unpersist()
         if sets is not None:
             sets.unpersist()
-        ranks = signed.select("doc_id", keep_rank(df, [(name, F.col(f"_k_{name}"), kind)
-                                                       for name, _, kind in rank_fields]).alias("_rank"))
-        if stats.edges <= cfg.driver_graph_edges:
-            clusters = centre_clusters_local(edges, ranks)
-        else:
-            clusters = centre_clusters(edges, ranks)
+        with phase(spark, "near: clusters"):
+            ranks = signed.select("doc_id", keep_rank(df, [(name, F.col(f"_k_{name}"), kind)
+                                                           for name, _, kind in rank_fields]).alias("_rank"))
+            if stats.edges <= cfg.driver_graph_edges:
+                clusters = centre_clusters_local(edges, ranks)
+            else:
+                clusters = centre_clusters(edges, ranks)
         cached += clusters.cached
         stats.rounds, stats.clusters = clusters.rounds, clusters.clusters
-        result = tag_losers(df, clusters.losers, stage=STAGE, reason=REASON)
+        with phase(spark, "near: survivors"):
+            result = tag_losers(df, clusters.losers, stage=STAGE, reason=REASON)
         cached += result.cached
         edges.unpersist()  # the losers are materialised (counted, or local data)
     finally:

@@ -16,6 +16,7 @@ from data_engine.dedup.config import DedupConfig
 from data_engine.dedup.lines import LINE_DROPS_SCHEMA
 from data_engine.dedup.registry import ALL_DEDUP_STAGES, STAGES
 from data_engine.drops import DROPS_COLUMNS
+from data_engine.spark import phase
 from data_engine.stage import Counts, Output, ReconcileError, StagePlan, commit_plan, read_input
 from data_engine.tables import DOCS_CLEAN, DOCS_DEDUP, DOCS_RAW, DROPS, LINE_DROPS
 
@@ -95,9 +96,11 @@ def plan_dedup(spark: Any, lake_dir: str, cfg: DedupConfig = DedupConfig(), *,
     try:
         base, gone = df, []
         for name in cfg.stages:
-            out = STAGES[name](df, cfg)
+            with phase(spark, name):
+                out = STAGES[name](df, cfg)
             stage_results.append(out)
-            result.stages[name] = _count(out.tagged)
+            with phase(spark, f"{name}: counts"):
+                result.stages[name] = _count(out.tagged)
             result.stages[name].metrics = dict(out.metrics)
             if out.removed is not None:
                 gone.append(out.removed)

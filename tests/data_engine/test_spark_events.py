@@ -12,6 +12,7 @@ from job_helpers import ROOT, job_env, spark_submit
 from data_engine import spark_events
 
 ROWS = 20_000
+LABEL = "a labelled phase"
 HOT_SHARE = 0.9
 PARTITIONS = 8
 
@@ -25,6 +26,10 @@ SCRIPT = textwrap.dedent(f"""\
     df = spark.range({ROWS}).select(hot_key.alias("k"))
     even = df.repartition({PARTITIONS}).withColumn("p", F.spark_partition_id()).groupBy("p").count().collect()
     hot = df.repartition({PARTITIONS}, "k").withColumn("p", F.spark_partition_id()).groupBy("p").count().collect()
+    from data_engine.spark import phase
+    with phase(spark, "{LABEL}"):
+        spark.range(100).count()
+    spark.range(100).count()
     spark.stop()
 """)
 EVEN_LINE, HOT_LINE = 6, 7
@@ -114,3 +119,20 @@ def test_a_rolling_log_is_read_whole_and_in_order(app, log_dir, tmp_path):
     (rolled / f"events_9_{app.app_id}").write_bytes(b"".join(lines[:half]))
     (rolled / f"events_10_{app.app_id}").write_bytes(b"".join(lines[half:]))
     assert spark_events.read_events(rolled) == app
+
+
+def test_phase_labels_jobs_and_the_phase_table_accounts_for_the_run(app):
+    """`data_engine.spark.phase` names the jobs started inside it, and only those; bench/phases.py
+    attributes the whole run — start, each phase, finish — to a name."""
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from bench.phases import phases
+
+    labelled = [j for j in app.jobs if j.description == LABEL]
+    assert labelled  # a count() may start more than one job
+    assert all(j.description == "" for j in app.jobs if j not in labelled)  # restored afterwards
+    rows = {name: (wall, jobs) for name, wall, _, jobs in phases(app)}
+    assert rows[LABEL][1] == len(labelled) and rows["start"][0] > 0 and "finish" in rows
+    total = sum(wall for wall, _ in rows.values())
+    assert abs(total - (app.ended_ms - app.started_ms) / 1000) < 0.01
