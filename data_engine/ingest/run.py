@@ -515,9 +515,21 @@ def _with_doc_ids(docs: Any, lake_dir: str, version: int | None,
 
     if repeated.count() == 0:  # the usual case: nothing to number, nothing to join
         return docs.withColumn("doc_id", F.col("base")), release
-    order = Window.partitionBy("base").orderBy("source_file", "record_no")
-    occurrence = F.col("_prior") + F.row_number().over(order) - 1
-    numbered = (docs.select("base", "unit", "source_file", "record_no").join(repeated, "base")
+    # Occurrence numbers without a window over each id (a page copied a million times would be one
+    # task's sort): the repeats are sorted across all tasks (range-partitioned, so one id's copies
+    # may span several), each task's run of an id is counted, and a run's offset is the sum of
+    # the runs of the same id in earlier tasks — a window over at most one row per task and id.
+    members = (docs.select("base", "unit", "source_file", "record_no").join(repeated, "base")
+               .orderBy("base", "source_file", "record_no")
+               .select("*", F.spark_partition_id().alias("_part"), F.monotonically_increasing_id().alias("_pos"))
+               # Checkpointed, not just cached: the positions are nondeterministic, and the self-join
+               # below re-aliases one side, which misses a cache and recomputes other positions.
+               .localCheckpoint(eager=True))
+    earlier = Window.partitionBy("base").orderBy("_part").rowsBetween(Window.unboundedPreceding, -1)
+    runs = (members.groupBy("_part", "base").agg(F.count(F.lit(1)).alias("_n"), F.min("_pos").alias("_first"))
+            .select("_part", "base", "_first", F.coalesce(F.sum("_n").over(earlier), F.lit(0)).alias("_before")))
+    occurrence = F.col("_prior") + F.col("_before") + F.col("_pos") - F.col("_first")
+    numbered = (members.join(runs, ["_part", "base"])
                 .select("unit", "record_no", F.when(occurrence == 0, F.col("base"))
                         .otherwise(F.concat("base", F.lit("-"), occurrence.cast(T.StringType()))).alias("_id"))
                 .persist(StorageLevel.MEMORY_AND_DISK))

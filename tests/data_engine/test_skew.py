@@ -200,9 +200,6 @@ def test_url_and_exact_dedup_keep_one_copy_of_the_page(runs, corpus, skew_lake):
 
 # Measured on this corpus (8 shuffle partitions, 2 cores); each is a flaw of the code, not of the test.
 KNOWN_SKEW = {
-    "ingest": "ingest/run.py _with_doc_ids numbers repeated (source, url, text) triples in "
-              "Window.partitionBy('base'): the page's copies are 2 keys, so one of the 8 tasks numbers "
-              "5,699 rows and another 968, the median task none (max 5,699, median 0, ratio inf)",
     "dedup": "the write of drops (a union of 18 partitions) re-scans docs_clean in two of its branches; "
              "one scan partition holds 12,644 of its 19,977 rows (Spark packs files by compressed bytes and "
              "the page's copies compress to nothing; the other two hold 4,028 and 3,305) while the cached "
@@ -212,7 +209,8 @@ KNOWN_BIG_PLANS = {
     "dedup": "before 2026-12-02 each dedup stage read the previous stage's output and plans nested: 29 MB "
              "uncapped (5,888 copies of the docs_clean scan) on this corpus, exhausting the 1 GB driver. "
              "Stages now read the input less the removed ids (a local leaf), and the driver gaps are gone, "
-             "but the drops union and the lines stage still print plans above 200,000 characters",
+             "but the drops union and the lines stage still print plans at the 1,000,000-character cap "
+             "(999,997 measured 2026-12-02)",
 }
 
 
