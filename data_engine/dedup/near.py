@@ -159,8 +159,10 @@ def candidate_pairs(signed: Any, bands: int, max_bucket_size: int) -> tuple[Any,
     from pyspark.sql import functions as F
 
     buckets = signed.select("doc_id", F.posexplode("bands").alias("band", "key"))
+    # Checkpointed, not persisted: a broadcast of a persisted aggregate re-ran its whole shuffle
+    # (seen in the event log: 2M band keys shuffled twice at 100k documents).
     sizes = (buckets.groupBy("band", "key").agg(F.count(F.lit(1)).alias("size"))
-             .where(F.col("size") > 1).persist(StorageLevel.MEMORY_AND_DISK))
+             .where(F.col("size") > 1).localCheckpoint(eager=True))
     largest, shared = sizes.agg(F.max("size"), F.count(F.lit(1))).collect()[0]
     largest = int(largest or 0)
     # Buckets shared by two or more documents are few (near-duplicates and templates): broadcast,
@@ -188,7 +190,6 @@ def candidate_pairs(signed: Any, bands: int, max_bucket_size: int) -> tuple[Any,
         leaders = big.groupBy("band", "key").agg(F.min("doc_id").alias("leader"))
         pairs = pairs.unionByName(big.join(leaders, ["band", "key"]).where(F.col("doc_id") != F.col("leader"))
                                   .select(F.col("leader").alias("a"), F.col("doc_id").alias("b")))
-    sizes.unpersist()
     return pairs.distinct(), largest, levels
 
 

@@ -1,4 +1,4 @@
-"""Script-aware shingles as 64-bit hashes, computed with numpy over a whole batch of documents.
+"""Script-aware shingles as 64-bit hashes, for a whole batch of documents at once.
 
 Space-separated languages get word n-grams; Thai, Lao, Khmer, Burmese and Chinese — written
 without spaces — get character n-grams. Which one a document gets is decided by its script (the
@@ -7,9 +7,9 @@ shingled correctly; the `lang` column only breaks the tie for text without lette
 and lower-cased first; combining marks (Thai vowels and tone marks, Vietnamese diacritics) are
 part of words and characters, never separators — `\\W`-style tokenisers shred these scripts.
 
-Hashing is vectorised: code points of the batch go into one array, tokens are hashed with
-prefix sums of a polynomial hash (mod 2^64, so numpy's wrapping arithmetic is the modulus), and
-n-grams combine n shifted token-hash arrays. No Python loop runs per shingle.
+Python normalises the texts and lays their code points out in one array; one compiled pass
+(`shingle_kernel.py`) decides each document's mode and hashes its shingles. No Python loop runs
+per shingle.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from data_engine.digests import mix64
 from data_engine.langs import SPACELESS
 
 # Scripts written without spaces, by code point block. Index 0 is "other" (spaced scripts).
@@ -37,8 +36,6 @@ _BLOCKS = {
 LANG_SCRIPT = {"tha": "thai", "lao": "lao", "khm": "khmer", "mya": "myanmar", "zho": "han"}
 _TABLE_SIZE = 0x30000  # code points above share the last entry (a letter of no spaceless script)
 
-_B1 = np.uint64(0x9E3779B97F4A7C15 | 1)  # odd: invertible mod 2^64
-_B2 = np.uint64(0xD6E8FEB86659FD93)
 _DOC_SEP = "\x00"
 
 
@@ -70,25 +67,6 @@ def _tables() -> tuple[np.ndarray, np.ndarray]:
     return word, script
 
 
-def _mix(h: np.ndarray) -> np.ndarray:
-    return mix64(h)
-
-
-_POWERS: dict[int, np.ndarray] = {}
-
-
-def _powers(base: np.uint64, n: int) -> np.ndarray:
-    """base⁰ … baseⁿ⁻¹ (mod 2⁶⁴), kept and grown per base: every batch needs about the same."""
-    have = _POWERS.get(int(base))
-    if have is None or len(have) < n:
-        size = max(n, 2 * len(have) if have is not None else n)
-        out = np.full(size, base, dtype=np.uint64)
-        out[0] = 1
-        with np.errstate(over="ignore"):
-            have = _POWERS[int(base)] = np.cumprod(out, dtype=np.uint64)
-    return have[:n]
-
-
 def normalize_for_shingles(text: str) -> str:
     return (text if text.isascii() else unicodedata.normalize("NFC", text)).lower()
 
@@ -101,27 +79,6 @@ def _codepoints(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     np.cumsum(lengths, out=starts[1:])
     joined = (_DOC_SEP.join(norm) + _DOC_SEP).encode("utf-32-le", "surrogatepass")
     return np.frombuffer(joined, dtype=np.uint32), starts
-
-
-def _window_hash(values: np.ndarray, doc: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Polynomial hash of every run of n consecutive values inside one document."""
-    m = len(values) - n + 1
-    if m <= 0:
-        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
-    h = np.zeros(m, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for i in range(n):
-            h = h * _B2 + values[i:i + m]
-    same = doc[:m] == doc[n - 1:n - 1 + m]
-    return h[same], doc[:m][same]
-
-
-def _whole_hash(values: np.ndarray) -> np.uint64:
-    h = np.uint64(len(values))
-    with np.errstate(over="ignore"):
-        for v in values:
-            h = h * _B2 + v
-    return h
 
 
 def _script_profile(cp: np.ndarray, starts: np.ndarray,
@@ -164,75 +121,33 @@ def text_units(texts: Sequence[str]) -> np.ndarray:
 
 def shingle_hashes(texts: Sequence[str], langs: Sequence[str | None] | None = None,
                    spec: ShingleSpec = ShingleSpec()) -> tuple[np.ndarray, np.ndarray]:
-    """(hashes uint64, doc index) of every shingle of every text, sorted by doc index.
+    """(hashes uint64, doc index) of every shingle of every text, in document order.
 
-    Every text gets at least one shingle: a text shorter than one n-gram is one shingle of its
-    whole content (so two different short texts never collide on a shared sentinel).
+    The definition (computed in one compiled pass, `shingle_kernel.py`): a document is in
+    character mode when at least half its letters are Thai, Lao, Khmer, Burmese or Chinese (a
+    document without letters: when its label is one of those), and its shingles are then every n
+    consecutive letters of its dominant script's n, spaces and punctuation skipped; otherwise they
+    are every n consecutive words (maximal runs of letters, marks and digits). A token hashes as
+    Horner's rule over its code points + 1 in base B1, then splitmix64; a shingle as Horner's rule
+    over its n values in base B2. Every text gets at least one shingle: a text with fewer words
+    (letters) than n is one shingle of all of them, seeded by their count, and a text with none is
+    one shingle of its whole normalised content, seeded by its length (so two different short
+    texts never collide on a shared sentinel). Every hash goes through splitmix64 once more.
     """
-    word_tab, _ = _tables()
+    from data_engine.dedup.shingle_kernel import hash_shingles
+
+    word_tab, script_tab = _tables()
     cp, starts = _codepoints(texts)
-    n_docs = len(texts)
-    is_word = word_tab[np.minimum(cp, _TABLE_SIZE - 1)]
-    letters, spaceless, dominant, doc_of = _script_profile(cp, starts, n_docs)
-    char_mode = spaceless * 2 >= np.maximum(letters, 1)
-    char_mode &= letters > 0
-    for i in np.flatnonzero(letters == 0):  # no letters at all: the label decides
-        lang = langs[i] if langs is not None else None
-        if lang in SPACELESS:
-            char_mode[i], dominant[i] = True, SCRIPTS.index(LANG_SCRIPT[lang])
-
-    cp64 = cp.astype(np.uint64) + np.uint64(1)
-    out_h: list[np.ndarray] = []
-    out_d: list[np.ndarray] = []
-
-    # Character n-grams over the word characters of char-mode documents, n by dominant script.
-    chars = is_word & char_mode[doc_of]
-    for sid, name in enumerate(SCRIPTS):
-        docs_here = char_mode & (dominant == sid)
-        if not docs_here.any():
-            continue
-        sel = chars & docs_here[doc_of]
-        h, d = _window_hash(cp64[sel], doc_of[sel], spec.char_n(name))
-        out_h.append(h)
-        out_d.append(d)
-
-    # Word n-grams: tokens are maximal runs of word characters.
-    word_docs = ~char_mode
-    if word_docs.any():
-        w = is_word & word_docs[doc_of]
-        prev = np.concatenate([[False], w[:-1]])
-        nxt = np.concatenate([w[1:], [False]])
-        tok_start = np.flatnonzero(w & ~prev)
-        tok_end = np.flatnonzero(w & ~nxt) + 1
-        inv = pow(int(_B1), -1, 1 << 64)
-        pw = _powers(_B1, len(cp) + 1)
-        ipw = _powers(np.uint64(inv), len(cp) + 1)
-        with np.errstate(over="ignore"):
-            prefix = np.zeros(len(cp) + 1, dtype=np.uint64)
-            np.cumsum(cp64 * ipw[:len(cp)], dtype=np.uint64, out=prefix[1:])
-            tok_hash = _mix((prefix[tok_end] - prefix[tok_start]) * pw[tok_end - 1])
-        tok_doc = doc_of[tok_start]
-        h, d = _window_hash(tok_hash, tok_doc, spec.word_ngram)
-        out_h.append(h)
-        out_d.append(d)
-        tokens_per_doc = np.bincount(tok_doc, minlength=n_docs)
-        short = np.flatnonzero(word_docs & (tokens_per_doc > 0) & (tokens_per_doc < spec.word_ngram))
-        if len(short):
-            first = np.searchsorted(tok_doc, short)
-            out_h.append(np.array([_whole_hash(tok_hash[f:f + tokens_per_doc[i]])
-                                   for i, f in zip(short, first, strict=True)], dtype=np.uint64))
-            out_d.append(short)
-
-    h_all = np.concatenate(out_h) if out_h else np.zeros(0, dtype=np.uint64)
-    d_all = np.concatenate(out_d) if out_d else np.zeros(0, dtype=np.int64)
-    # Texts still without a shingle (fewer characters than n, or no letters): their whole text.
-    missing = np.flatnonzero(np.bincount(d_all, minlength=n_docs) == 0)
-    if len(missing):
-        extra = [_whole_hash(cp64[starts[i]:starts[i + 1] - 1]) for i in missing]
-        h_all = np.concatenate([h_all, np.array(extra, dtype=np.uint64)])
-        d_all = np.concatenate([d_all, missing])
-    order = np.argsort(d_all, kind="stable")
-    return _mix(h_all[order]), d_all[order]
+    fallback = np.zeros(len(texts), dtype=np.int8)
+    if langs is not None:
+        for i, lang in enumerate(langs):
+            if lang in SPACELESS:
+                fallback[i] = SCRIPTS.index(LANG_SCRIPT[lang])
+    char_n = np.array([spec.char_n(name) for name in SCRIPTS], dtype=np.int64)
+    out_h = np.empty(len(cp), dtype=np.uint64)
+    out_d = np.empty(len(cp), dtype=np.int64)
+    m = hash_shingles(cp, starts, word_tab, script_tab, fallback, char_n, spec.word_ngram, out_h, out_d)
+    return out_h[:m], out_d[:m]
 
 
 def shingle_sets(texts: Sequence[str], langs: Sequence[str | None] | None = None,
