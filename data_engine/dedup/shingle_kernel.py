@@ -21,6 +21,8 @@ _B2 = np.uint64(0xD6E8FEB86659FD93)  # window and whole-text base
 
 @numba.njit(cache=True, inline="always")
 def _mix(h: np.uint64) -> np.uint64:
+    """`digests.mix64` for one value: that one is array code numba cannot compile (`np.errstate`);
+    tests/data_engine/dedup/test_shingle_kernel.py's reference hashes with it, so they cannot drift."""
     h = h ^ (h >> np.uint64(30))
     h = h * np.uint64(0xBF58476D1CE4E5B9)
     h = h ^ (h >> np.uint64(27))
