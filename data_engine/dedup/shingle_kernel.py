@@ -39,6 +39,39 @@ def _window(ring: np.ndarray, k: int, n: int) -> np.uint64:
     return h
 
 
+@numba.njit(cache=True, inline="always")
+def _profile(cp: np.ndarray, lo: int, hi: int, word_tab: np.ndarray, script_tab: np.ndarray,
+             counts: np.ndarray) -> tuple[int, int]:
+    """(letters, script id) of one document: the id of the first spaceless script with the most
+    letters when at least half its letters are in spaceless scripts, else 0."""
+    last = len(word_tab) - 1
+    counts[:] = 0
+    letters = 0
+    for i in range(lo, hi):
+        c = min(cp[i], last)
+        if word_tab[c]:
+            letters += 1
+            counts[script_tab[c]] += 1
+    dominant, best = 0, 0
+    for s in range(1, len(counts)):
+        if counts[s] > best:  # the first script with the most letters
+            dominant, best = s, counts[s]
+    if letters == 0 or (letters - counts[0]) * 2 < letters:
+        dominant = 0
+    return letters, dominant
+
+
+@numba.njit(cache=True)
+def spaceless_scripts(cp: np.ndarray, starts: np.ndarray, word_tab: np.ndarray, script_tab: np.ndarray,
+                      n_scripts: int) -> np.ndarray:
+    """Per document (laid out as for `hash_shingles`): `_profile`'s script id."""
+    counts = np.zeros(n_scripts, dtype=np.int64)
+    out = np.zeros(len(starts) - 1, dtype=np.int64)
+    for d in range(len(starts) - 1):
+        out[d] = _profile(cp, starts[d], starts[d + 1] - 1, word_tab, script_tab, counts)[1]
+    return out
+
+
 @numba.njit(cache=True)
 def hash_shingles(cp: np.ndarray, starts: np.ndarray, word_tab: np.ndarray, script_tab: np.ndarray,
                   fallback: np.ndarray, char_n: np.ndarray, word_n: int,
@@ -58,19 +91,8 @@ def hash_shingles(cp: np.ndarray, starts: np.ndarray, word_tab: np.ndarray, scri
     m = 0
     for d in range(n_docs):
         lo, hi = starts[d], starts[d + 1] - 1  # the separator excluded
-        counts[:] = 0
-        letters = 0
-        for i in range(lo, hi):
-            c = min(cp[i], last)
-            if word_tab[c]:
-                letters += 1
-                counts[script_tab[c]] += 1
-        spaceless = letters - counts[0]
-        dominant, best = 0, 0
-        for s in range(1, len(counts)):
-            if counts[s] > best:  # the first script with the most letters
-                dominant, best = s, counts[s]
-        char_mode = letters > 0 and spaceless * 2 >= letters
+        letters, dominant = _profile(cp, lo, hi, word_tab, script_tab, counts)
+        char_mode = dominant > 0
         if letters == 0 and fallback[d] > 0:
             char_mode, dominant = True, fallback[d]
         first = m

@@ -81,29 +81,14 @@ def _codepoints(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(joined, dtype=np.uint32), starts
 
 
-def _script_profile(cp: np.ndarray, starts: np.ndarray,
-                    n_docs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per document: letter count, spaceless-script letter count, dominant spaceless script, and
-    the document index of every code point."""
-    word_tab, script_tab = _tables()
-    idx = np.minimum(cp, _TABLE_SIZE - 1)
-    script = script_tab[idx]
-    doc_of = np.repeat(np.arange(n_docs, dtype=np.int64), np.diff(starts))
-    letters = np.bincount(doc_of[word_tab[idx]], minlength=n_docs)
-    per_script = np.bincount(doc_of * len(SCRIPTS) + script, minlength=n_docs * len(SCRIPTS)
-                             ).reshape(n_docs, len(SCRIPTS))
-    spaceless = per_script[:, 1:].sum(axis=1)
-    dominant = np.where(spaceless > 0, per_script[:, 1:].argmax(axis=1) + 1, 0)
-    return letters, spaceless, dominant, doc_of
-
-
 def dominant_spaceless_script(texts: Sequence[str]) -> np.ndarray:
     """Per text: the index in SCRIPTS of its dominant spaceless script when most of its letters are
     Thai, Lao, Khmer, Burmese or Chinese, else 0."""
+    from data_engine.dedup.shingle_kernel import spaceless_scripts
+
+    word_tab, script_tab = _tables()
     cp, starts = _codepoints(texts)
-    letters, spaceless, dominant, _ = _script_profile(cp, starts, len(texts))
-    mostly = (spaceless * 2 >= np.maximum(letters, 1)) & (letters > 0)
-    return np.where(mostly, dominant, 0)
+    return spaceless_scripts(cp, starts, word_tab, script_tab, len(SCRIPTS))
 
 
 def written_without_spaces(texts: Sequence[str]) -> np.ndarray:
