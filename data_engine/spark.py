@@ -88,7 +88,73 @@ def get_spark(app_name: str = "sailyard", conf: dict[str, str] | None = None) ->
         builder = builder.config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("SAILYARD_SPARK_LOG_LEVEL", "WARN"))
+    if spark.conf.get(WARM_UP_KEY, "true").lower() != "false":
+        warm_up(spark)
     return spark
+
+
+WARM_UP_KEY = "spark.sailyard.warmUp"
+"""`false` skips `warm_up` for a new session."""
+WARM_UP_ROWS_KEY = "spark.sailyard.warmUp.rows"
+_WARM_UP_ROWS = 20_000
+"""Rows of ~300 characters per core: enough string traffic for the JVM to compile its Arrow paths."""
+
+
+def _warm_task(batches: Iterator[Any]) -> Iterator[Any]:
+    import numpy  # noqa: F401  what every stage's Python side imports first
+    import pandas  # noqa: F401
+
+    yield from batches
+
+
+def warm_up(spark: Any) -> Any:
+    """Run one tiny Python-and-shuffle job in the background, so the first real job finds warm
+    Python workers on every core and a JVM whose task, Arrow and shuffle paths have run.
+
+    A fresh application's first job pays about 2.3 s for its first JVM job and 1.1 s more for
+    its first Python workers (measured on 2 cores), while the driver spends seconds in Python
+    (MLflow's import, Delta logs, listing) with the cores idle: started here, that cost overlaps
+    the driver's own. Returns the thread (daemon: it never holds the application open).
+    """
+    import threading
+
+    def run() -> None:
+        try:
+            n = spark.sparkContext.defaultParallelism
+            spark.sparkContext.setJobDescription("warm-up")
+            from pyspark.sql import functions as F
+
+            rows = int(spark.conf.get(WARM_UP_ROWS_KEY, str(_WARM_UP_ROWS)))
+            (spark.range(0, rows * n, 1, n)
+             .select("id", F.repeat(F.col("id").cast("string"), 60).alias("text"))
+             .mapInArrow(_warm_task, "id long, text string")
+             .groupBy((F.col("id") % 2).alias("k")).agg(F.sum(F.length("text"))).collect())
+        except Exception:  # a session stopped meanwhile: nothing to warm
+            pass
+
+    thread = threading.Thread(target=run, name="sailyard-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def local_frame(spark: Any, rows: list[Any], schema: Any) -> Any:
+    """A driver-side list of rows as a DataFrame that is a local relation, through Arrow.
+
+    `createDataFrame(list)` pickles the rows into an RDD that every use scans again as tasks
+    (1.7 s for 8,500 rows of three ids in a fresh application, against 0.4 s this way); a local
+    relation is collected, joined and broadcast without a Spark job. Columns go over as Python
+    objects (None stays null, never NaN) and are cast to `schema` on the way."""
+    import pandas as pd
+    from pyspark.sql import types as T
+
+    struct = schema if isinstance(schema, T.StructType) else T._parse_datatype_string(schema)
+    if not rows:
+        return spark.createDataFrame([], struct)
+    names = struct.fieldNames()
+    columns = list(zip(*rows, strict=True))
+    frame = pd.DataFrame({name: pd.Series(list(column), dtype=object)
+                          for name, column in zip(names, columns, strict=True)})
+    return spark.createDataFrame(frame, struct)
 
 
 def _delta_jars_present() -> bool:

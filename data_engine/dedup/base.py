@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from data_engine.spark import local_frame
+
 
 @dataclass(frozen=True)
 class StageResult:
@@ -115,7 +117,7 @@ def tag_losers(df: Any, losers: Any, *, stage: str, reason: str) -> StageResult:
     head = losers.limit(BROADCAST_LOSERS + 1).collect()
     few = len(head) <= BROADCAST_LOSERS
     if few:
-        losers = df.sparkSession.createDataFrame(head, losers.schema)
+        losers = local_frame(df.sparkSession, head, losers.schema)
     losers = losers.persist(StorageLevel.MEMORY_AND_DISK)
     tagged = (df.join(F.broadcast(losers) if few else losers, "doc_id", "left")
               .withColumn("_drop", F.col("_dup_of").isNotNull()))

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from data_engine.dedup.components import connected_components
+from data_engine.spark import local_frame
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def centre_clusters_local(edges: Any, ranks: Any) -> Clusters:
     u, v = np.array(u_ids, dtype=np.int64), np.array(v_ids, dtype=np.int64)
     degree = np.bincount(np.concatenate([u, v]), minlength=len(ids))
     centre = greedy_centres(visiting_order(degree), u, v, len(ids))
-    losers = spark.createDataFrame(_survivors(ids, centre), LOSERS_SCHEMA)
+    losers = local_frame(spark, _survivors(ids, centre), LOSERS_SCHEMA)
     sizes = np.unique(centre, return_counts=True)[1]
     return Clusters(losers=losers, rounds=1, clusters=int((sizes > 1).sum()))
 
