@@ -211,7 +211,9 @@ def export_shards(spark: Any, lake_dir: str, out_dir: str, stage: str,
                           plan_digest=plan_digest)
     # Unknown-language text is not training data: counted as dropped unless asked for.
     result.dropped = 0 if cfg.langs else sum(n for lang, n in counts.items() if lang not in langs)
-    work = stage_dir / f"_tmp-{uuid.uuid4().hex}"
+    sweep_dead_attempts(stage_dir)
+    work = stage_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+    owner = _hold(work)  # locked before the folder exists: a racing sweep never sees it unowned
     work.mkdir(parents=True)
     cached: list[Any] = []
     try:
@@ -246,7 +248,87 @@ def export_shards(spark: Any, lake_dir: str, out_dir: str, stage: str,
         for frame in cached:
             frame.unpersist()
         shutil.rmtree(work, ignore_errors=True)
+        _release(work, owner)
     return result
+
+
+TMP_PREFIX = "_tmp-"
+"""An attempt's working folder in the stage folder: `_tmp-<attempt>/` (parts before they are placed)."""
+LOCK_SUFFIX = ".lock"
+"""Beside it, `_tmp-<attempt>.lock`: locked (flock) by the export's driver while the attempt lives."""
+UNLOCKED_AGE_S = 24 * 3600
+"""A working folder with no lock file (a filesystem without flock, an older version) counts as
+abandoned once nothing in it changed for this long."""
+
+
+def _hold(work: Path) -> Any:
+    """Lock the attempt's lock file for as long as this process lives (the kernel drops the lock
+    when it dies, so a later export knows the folder is abandoned); None where flock is refused."""
+    import fcntl
+
+    handle = open(work.with_name(work.name + LOCK_SUFFIX), "a+")  # noqa: SIM115 - held until _release
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
+def _release(work: Path, handle: Any) -> None:
+    work.with_name(work.name + LOCK_SUFFIX).unlink(missing_ok=True)
+    if handle is not None:
+        handle.close()
+
+
+def _locked(lock: Path) -> bool:
+    import fcntl
+
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also drops the probe's own lock
+    return False
+
+
+def _newest_change(folder: Path) -> float:
+    times = [folder.stat().st_mtime]
+    for root, _dirs, files in os.walk(folder):
+        times += [os.stat(os.path.join(root, f)).st_mtime for f in files]
+    return max(times)
+
+
+def sweep_dead_attempts(stage_dir: Path, *, now: float | None = None) -> list[str]:
+    """Remove the working folders of exports that died before cleaning up (a SIGKILL, a lost node):
+    their half-written parts are never referenced by a manifest. A folder whose lock a live export
+    holds is left alone, so two exports racing in one stage folder never delete each other's work.
+    Returns the names removed."""
+    import time
+
+    removed = []
+    now = time.time() if now is None else now
+    for folder in sorted(stage_dir.glob(f"{TMP_PREFIX}*")):
+        if not folder.is_dir():
+            continue
+        lock = folder.with_name(folder.name + LOCK_SUFFIX)
+        if lock.exists():
+            if _locked(lock):
+                continue
+        elif now - _newest_change(folder) < UNLOCKED_AGE_S:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        lock.unlink(missing_ok=True)
+        removed.append(folder.name)
+    for lock in stage_dir.glob(f"{TMP_PREFIX}*{LOCK_SUFFIX}"):  # an attempt killed before its mkdir
+        if not lock.with_suffix("").exists() and not _locked(lock):
+            lock.unlink(missing_ok=True)
+    return removed
 
 
 def _check_selection(top_percent: Mapping[str, float] | None, langs: list[str], df: Any,

@@ -182,3 +182,53 @@ def test_clear_errors(spark, lake_dir, tmp_path):
     with pytest.raises(ConfigError, match="tokenizer"):
         export_shards(spark, lake_dir, str(tmp_path / "x"), "s", ExportConfig(input_table="docs_raw",
                                                                              tokenizer=str(tmp_path)))
+
+
+_HOLDER = """
+import sys, time
+from pathlib import Path
+from data_engine.export.shards import _hold
+work = Path(sys.argv[1])
+handle = _hold(work)
+work.mkdir()
+(work / "part").write_bytes(b"half")
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_an_export_removes_what_a_killed_export_left_and_spares_a_live_one(spark, dedup_lake, tmp_path):
+    """SIGKILL leaves `_tmp-<attempt>/` with half-written parts; the next export in that stage
+    removes it, but never the folder of an export still running beside it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    lake_dir, _ = dedup_lake
+    stage = tmp_path / "shards" / "stage1"
+    stage.mkdir(parents=True)
+    live, dead = stage / "_tmp-live", stage / "_tmp-dead"
+    procs = [subprocess.Popen([sys.executable, "-c", _HOLDER, str(path)], stdout=subprocess.PIPE, text=True)
+             for path in (live, dead)]
+    try:
+        for proc in procs:
+            assert proc.stdout.readline().strip() == "held"
+        os.kill(procs[1].pid, signal.SIGKILL)
+        procs[1].wait(timeout=30)
+        old = stage / "_tmp-unlocked-old"  # no lock file at all (an older version): judged by age
+        old.mkdir()
+        (old / "part").write_bytes(b"x")
+        stamp = time.time() - 2 * 24 * 3600
+        os.utime(old / "part", (stamp, stamp))
+        os.utime(old, (stamp, stamp))
+        young = stage / "_tmp-unlocked-young"
+        young.mkdir()
+        export_shards(spark, lake_dir, str(tmp_path / "shards"), "stage1")
+        left = sorted(p.name for p in stage.glob("_tmp-*"))
+        assert left == ["_tmp-live", "_tmp-live.lock", "_tmp-unlocked-young"]
+        assert (live / "part").read_bytes() == b"half"
+    finally:
+        procs[0].kill()
+        procs[0].wait(timeout=30)
