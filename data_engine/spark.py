@@ -98,6 +98,7 @@ WARM_UP_KEY = "spark.sailyard.warmUp"
 WARM_UP_ROWS_KEY = "spark.sailyard.warmUp.rows"
 _WARM_UP_ROWS = 20_000
 """Rows of ~300 characters per core: enough string traffic for the JVM to compile its Arrow paths."""
+_WARM_UP_MAX_TASKS = 64
 
 
 def _warm_task(batches: Iterator[Any]) -> Iterator[Any]:
@@ -120,7 +121,8 @@ def warm_up(spark: Any) -> Any:
 
     def run() -> None:
         try:
-            n = spark.sparkContext.defaultParallelism
+            # one task per core of a local run; a cluster's first executors (the rest stay cold)
+            n = min(spark.sparkContext.defaultParallelism, _WARM_UP_MAX_TASKS)
             spark.sparkContext.setJobDescription("warm-up")
             from pyspark.sql import functions as F
 
