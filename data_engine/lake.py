@@ -370,10 +370,11 @@ class _Heartbeat:
         self.fs.delete(self.uri)
 
 
-def _alive(heartbeat: Path) -> bool:
-    """A local heartbeat is alive while some process holds its lock."""
+def lock_held(path: Path) -> bool:
+    """Whether some live process holds an flock on `path` (the kernel drops it when the holder
+    dies): a local heartbeat is alive, an export's working folder owned, exactly while it is."""
     try:
-        fd = os.open(heartbeat, os.O_RDONLY)  # never create one
+        fd = os.open(path, os.O_RDONLY)  # never create one
     except FileNotFoundError:
         return False
     try:
@@ -811,7 +812,7 @@ def live_attempts(lake: str | Path, name: str) -> list[str]:
     if not staging.is_dir():
         return []
     return sorted(p.name[: -len(HEARTBEAT_SUFFIX)] for p in staging.iterdir()
-                  if p.name.endswith(HEARTBEAT_SUFFIX) and _alive(p))
+                  if p.name.endswith(HEARTBEAT_SUFFIX) and lock_held(p))
 
 
 def _mtime(path: Path) -> float | None:
@@ -853,7 +854,7 @@ def vacuum(lake: str | Path, name: str, *, retention_hours: float = 168.0,
     if staging.is_dir():
         for attempt in sorted(p for p in staging.iterdir() if p.is_dir()):
             beat = staging / (attempt.name + HEARTBEAT_SUFFIX)
-            if attempt.name in alive or _alive(beat):  # re-checked: it may have started just now
+            if attempt.name in alive or lock_held(beat):  # re-checked: it may have started just now
                 continue
             last = _mtime(beat) or _mtime(attempt)
             if last is None:  # finished and removed while we looked
@@ -865,7 +866,7 @@ def vacuum(lake: str | Path, name: str, *, retention_hours: float = 168.0,
                     beat.unlink(missing_ok=True)
         for beat in sorted(staging.glob("*" + HEARTBEAT_SUFFIX)):  # heartbeats of finished attempts
             stem = beat.name[: -len(HEARTBEAT_SUFFIX)]
-            if not (staging / stem).exists() and not _alive(beat) and (_mtime(beat) or cutoff + 1) <= cutoff:
+            if not (staging / stem).exists() and not lock_held(beat) and (_mtime(beat) or cutoff + 1) <= cutoff:
                 removed.append(str(beat))
                 if not dry_run:
                     beat.unlink(missing_ok=True)

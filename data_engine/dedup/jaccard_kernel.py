@@ -1,9 +1,10 @@
 """Exact Jaccard of many pairs of sorted hash sets, compiled: one merge per pair.
 
-Why not Spark's `array_intersect`: it builds a hash set per pair in generic code, 5 s of task CPU
-for 21k candidate pairs of ~600 hashes at 100k web pages on 2 cores — the largest step of
-verification. The sets are sorted and duplicate-free when they are made (`np.unique`), so a merge
-of the two arrays counts the intersection in one pass, about a thousandth of that time.
+Why not Spark's `array_intersect`: it builds a hash set per pair in generic code. The sets are
+sorted and duplicate-free when they are made (`np.unique`), so a merge of the two arrays counts
+the intersection in one pass. Measured warm on the 21,032 candidate pairs of the 100k bench corpus
+(2 cores), joins and Arrow transfer included: 1.8 s against 2.7 s; the merge itself is a few
+milliseconds, the rest is moving the sets.
 """
 
 from __future__ import annotations

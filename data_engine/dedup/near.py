@@ -136,10 +136,7 @@ def _score_pairs(batches: Iterator[Any]) -> Iterator[Any]:
                 column.offsets.to_numpy().astype(np.int64, copy=False))
 
     for batch in batches:
-        sa, sb = batch.column("sa"), batch.column("sb")
-        if isinstance(sa, pa.ChunkedArray):  # pragma: no cover - record batches hold plain arrays
-            sa, sb = sa.combine_chunks(), sb.combine_chunks()
-        jaccard = pair_jaccard(*flat(sa), *flat(sb))
+        jaccard = pair_jaccard(*flat(batch.column("sa")), *flat(batch.column("sb")))
         yield pa.RecordBatch.from_arrays([batch.column("a"), batch.column("b"), pa.array(jaccard, pa.float64())],
                                          names=["a", "b", "jaccard"])
 

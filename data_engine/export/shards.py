@@ -281,20 +281,13 @@ def _release(work: Path, handle: Any) -> None:
         handle.close()
 
 
-def _locked(lock: Path) -> bool:
-    import fcntl
-
+def _owned(lock: Path) -> bool:
+    """`lake.lock_held`, except that where flock itself is refused the folder counts as owned:
+    never remove what might be live."""
     try:
-        fd = os.open(lock, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return lake.lock_held(lock)
     except OSError:
         return True
-    finally:
-        os.close(fd)  # also drops the probe's own lock
-    return False
 
 
 def _newest_change(folder: Path) -> float:
@@ -304,7 +297,7 @@ def _newest_change(folder: Path) -> float:
     return max(times)
 
 
-def sweep_dead_attempts(stage_dir: Path, *, now: float | None = None) -> list[str]:
+def sweep_dead_attempts(stage_dir: Path) -> list[str]:
     """Remove the working folders of exports that died before cleaning up (a SIGKILL, a lost node):
     their half-written parts are never referenced by a manifest. A folder whose lock a live export
     holds is left alone, so two exports racing in one stage folder never delete each other's work.
@@ -312,13 +305,13 @@ def sweep_dead_attempts(stage_dir: Path, *, now: float | None = None) -> list[st
     import time
 
     removed = []
-    now = time.time() if now is None else now
+    now = time.time()
     for folder in sorted(stage_dir.glob(f"{TMP_PREFIX}*")):
         if not folder.is_dir():
             continue
         lock = folder.with_name(folder.name + LOCK_SUFFIX)
         if lock.exists():
-            if _locked(lock):
+            if _owned(lock):
                 continue
         elif now - _newest_change(folder) < UNLOCKED_AGE_S:
             continue
@@ -326,7 +319,7 @@ def sweep_dead_attempts(stage_dir: Path, *, now: float | None = None) -> list[st
         lock.unlink(missing_ok=True)
         removed.append(folder.name)
     for lock in stage_dir.glob(f"{TMP_PREFIX}*{LOCK_SUFFIX}"):  # an attempt killed before its mkdir
-        if not lock.with_suffix("").exists() and not _locked(lock):
+        if not lock.with_suffix("").exists() and not _owned(lock):
             lock.unlink(missing_ok=True)
     return removed
 
