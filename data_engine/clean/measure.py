@@ -18,6 +18,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from functools import lru_cache
 
+import numba
 import numpy as np
 
 from data_engine.clean.stats import _BULLET, _CHARS_PER_WORD, _LOREM, _TERMINAL, _URL, STAT_NAMES, is_code_line
@@ -67,15 +68,28 @@ def _script_tables() -> tuple[np.ndarray, np.ndarray]:
     return _tables()
 
 
-def _dominant_script(cp: np.ndarray, doc: np.ndarray, n_docs: int) -> np.ndarray:
+@numba.njit(cache=True)
+def _script_counts(cp: np.ndarray, starts: np.ndarray, word_tab: np.ndarray, script_tab: np.ndarray,
+                   n_scripts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per document: its word characters, and its word characters per script (one pass)."""
+    n_docs = len(starts) - 1
+    letters = np.zeros(n_docs, dtype=np.int64)
+    per_script = np.zeros((n_docs, n_scripts), dtype=np.int64)
+    last = len(word_tab) - 1
+    for d in range(n_docs):
+        for i in range(starts[d], starts[d + 1]):
+            c = min(cp[i], last)
+            if word_tab[c]:
+                letters[d] += 1
+                if script_tab[c] > 0:
+                    per_script[d, script_tab[c]] += 1
+    return letters, per_script
+
+
+def _dominant_script(cp: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """shingles.dominant_spaceless_script's rule on code points already normalised for it."""
-    word_tab, script_tab = _script_tables()
-    idx = np.minimum(cp, len(word_tab) - 1)
-    letters = _per_doc(doc[word_tab[idx]], n_docs)
-    scripted = np.flatnonzero(script_tab[idx])
-    n_scripts = len(SCRIPTS)
-    per_script = _per_doc(doc[scripted] * n_scripts + script_tab[idx[scripted]], n_scripts * n_docs)
-    per_script = per_script.reshape(n_docs, n_scripts)
+    word_tab, script_tab = _script_tables()  # a script is only ever set on word characters
+    letters, per_script = _script_counts(cp, starts, word_tab, script_tab, len(SCRIPTS))
     in_spaceless = per_script[:, 1:].sum(axis=1)
     mostly = (in_spaceless * 2 >= np.maximum(letters, 1)) & (letters > 0)
     return np.where(mostly, per_script[:, 1:].argmax(axis=1) + 1, 0)
@@ -86,7 +100,7 @@ def spaceless_scripts(texts: Sequence[str]) -> np.ndarray:
     from data_engine.dedup.shingles import normalize_for_shingles
 
     cp, starts = _codepoints([normalize_for_shingles(t or "") for t in texts])
-    return _dominant_script(cp, np.repeat(np.arange(len(texts), dtype=np.int64), np.diff(starts)), len(texts))
+    return _dominant_script(cp, starts)
 
 
 def _codepoints(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -117,14 +131,34 @@ def _code_values() -> np.ndarray:
     return np.random.default_rng(0x5A11).integers(0, 1 << 63, 0x110000, dtype=np.int64).astype(np.uint64) | 1
 
 
-class _Hasher:
-    """Polynomial hashes of any segment [a, b) of a sequence of uint64 values, in O(1) each."""
+@numba.njit(cache=True)
+def _prefix_sums(values: np.ndarray, table: np.ndarray, b_inv: np.uint64) -> np.ndarray:
+    """prefix[k] = Σ_{i<k} v_i · b_inv**i modulo 2**64, v_i = table[values[i]] (or values[i] itself
+    when `table` is empty): numpy's gather, power table, product and cumsum fused into one pass."""
+    n = len(values)
+    prefix = np.zeros(n + 1, dtype=np.uint64)
+    acc = np.uint64(0)
+    power = np.uint64(1)
+    lookup = len(table) > 0
+    for i in range(n):
+        v = table[values[i]] if lookup else np.uint64(values[i])
+        acc += v * power
+        prefix[i + 1] = acc
+        power *= b_inv
+    return prefix
 
-    def __init__(self, values: np.ndarray):
+
+_NO_TABLE = np.zeros(0, dtype=np.uint64)
+
+
+class _Hasher:
+    """Polynomial hashes of any segment [a, b) of a sequence of uint64 values, in O(1) each
+    (`codes` given: the values are `_code_values()` of those code points)."""
+
+    def __init__(self, values: np.ndarray, *, codes: bool = False):
         n = len(values)
         self.up = _powers(_B, n + 1)
-        self.prefix = np.zeros(n + 1, dtype=np.uint64)
-        np.cumsum(values * _powers(_B_INV, n), out=self.prefix[1:])
+        self.prefix = _prefix_sums(values, _code_values() if codes else _NO_TABLE, _B_INV)
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         h = (self.prefix[b] - self.prefix[a]) * self.up[a]  # Σ values[a + k] · B⁻ᵏ: where it sits does not matter
@@ -299,13 +333,13 @@ def _measure(texts: Sequence[str], max_units: float | None) -> dict[str, np.ndar
     lows = [t.lower() for t in texts]
     low_cp, low_starts = _codepoints(lows)
     low_doc = np.repeat(np.arange(n_docs, dtype=np.int64), np.diff(low_starts))
-    script = _dominant_script(low_cp, low_doc, n_docs)
+    script = _dominant_script(low_cp, low_starts)
     spaceless = script > 0
     units = np.where(spaceless, non_space_raw, split_units)
     too_long = units > max_units if max_units is not None else np.zeros(n_docs, dtype=bool)
 
     # lines: text.split("\n") without the blank ones
-    hasher = _Hasher(_code_values()[cp])
+    hasher = _Hasher(cp, codes=True)
     breaks = np.flatnonzero(cp == 10)
     line_start = np.concatenate([[0], breaks[:-1] + 1])
     line_end = breaks
@@ -354,7 +388,7 @@ def _measure(texts: Sequence[str], max_units: float | None) -> dict[str, np.ndar
     word_last = np.flatnonzero(low_word & ~np.concatenate([low_word[1:], [False]])) + 1
     word_doc = low_doc[word_first]
     use = measured[word_doc] & ~spaceless[word_doc]
-    low_hasher = _Hasher(_code_values()[low_cp])
+    low_hasher = _Hasher(low_cp, codes=True)
     word_values = low_hasher(word_first[use], word_last[use])
     char_doc = doc_of[char_at]
     use_c = measured[char_doc] & spaceless[char_doc]
