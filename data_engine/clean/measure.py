@@ -68,35 +68,17 @@ def _script_tables() -> tuple[np.ndarray, np.ndarray]:
     return _tables()
 
 
-@numba.njit(cache=True)
-def _script_counts(cp: np.ndarray, starts: np.ndarray, word_tab: np.ndarray, script_tab: np.ndarray,
-                   n_scripts: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per document: its word characters, and its word characters per script (one pass)."""
-    n_docs = len(starts) - 1
-    letters = np.zeros(n_docs, dtype=np.int64)
-    per_script = np.zeros((n_docs, n_scripts), dtype=np.int64)
-    last = len(word_tab) - 1
-    for d in range(n_docs):
-        for i in range(starts[d], starts[d + 1]):
-            c = min(cp[i], last)
-            if word_tab[c]:
-                letters[d] += 1
-                if script_tab[c] > 0:
-                    per_script[d, script_tab[c]] += 1
-    return letters, per_script
-
-
 def _dominant_script(cp: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """shingles.dominant_spaceless_script's rule on code points already normalised for it."""
-    word_tab, script_tab = _script_tables()  # a script is only ever set on word characters
-    letters, per_script = _script_counts(cp, starts, word_tab, script_tab, len(SCRIPTS))
-    in_spaceless = per_script[:, 1:].sum(axis=1)
-    mostly = (in_spaceless * 2 >= np.maximum(letters, 1)) & (letters > 0)
-    return np.where(mostly, per_script[:, 1:].argmax(axis=1) + 1, 0)
+    """shingles.dominant_spaceless_script's rule (its compiled kernel) on code points already
+    normalised for it, each text followed by one separator."""
+    from data_engine.dedup.shingle_kernel import spaceless_scripts as kernel
+
+    word_tab, script_tab = _script_tables()
+    return kernel(cp, starts, word_tab, script_tab, len(SCRIPTS))
 
 
 def spaceless_scripts(texts: Sequence[str]) -> np.ndarray:
-    """`shingles.dominant_spaceless_script(texts)`, counted with bincount (its `add.at` is slow)."""
+    """`shingles.dominant_spaceless_script(texts)`."""
     from data_engine.dedup.shingles import normalize_for_shingles
 
     cp, starts = _codepoints([normalize_for_shingles(t or "") for t in texts])
