@@ -61,28 +61,14 @@ def char_flags() -> np.ndarray:
     return flags
 
 
-@lru_cache(maxsize=1)
-def _script_tables() -> tuple[np.ndarray, np.ndarray]:
-    from data_engine.dedup.shingles import _tables  # the dedup's script table: the same `spaceless` decision
-
-    return _tables()
-
-
 def _dominant_script(cp: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """shingles.dominant_spaceless_script's rule (its compiled kernel) on code points already
-    normalised for it, each text followed by one separator."""
-    from data_engine.dedup.shingle_kernel import spaceless_scripts as kernel
+    """shingles.dominant_spaceless_script's rule (its tables and compiled kernel) on code points
+    already normalised for it, each text followed by one separator."""
+    from data_engine.dedup.shingle_kernel import spaceless_scripts
+    from data_engine.dedup.shingles import _tables
 
-    word_tab, script_tab = _script_tables()
-    return kernel(cp, starts, word_tab, script_tab, len(SCRIPTS))
-
-
-def spaceless_scripts(texts: Sequence[str]) -> np.ndarray:
-    """`shingles.dominant_spaceless_script(texts)`."""
-    from data_engine.dedup.shingles import normalize_for_shingles
-
-    cp, starts = _codepoints([normalize_for_shingles(t or "") for t in texts])
-    return _dominant_script(cp, starts)
+    word_tab, script_tab = _tables()
+    return spaceless_scripts(cp, starts, word_tab, script_tab, len(SCRIPTS))
 
 
 def _codepoints(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

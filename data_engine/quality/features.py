@@ -23,10 +23,10 @@ LABEL_LOW = "__label__lq"
 
 
 def fasttext_lines(texts: Sequence[str], max_chars: int = 4000) -> list[str]:
-    from data_engine.clean.measure import spaceless_scripts  # the dedup's script rule, counted faster
+    from data_engine.dedup.shingles import dominant_spaceless_script  # the dedup's script rule
 
     heads = [unicodedata.normalize("NFC", t[:max_chars]).lower() for t in texts]
-    spaceless = spaceless_scripts(heads) > 0
+    spaceless = dominant_spaceless_script(heads) > 0
     out = []
     for text, unspaced in zip(heads, spaceless, strict=True):
         if unspaced:

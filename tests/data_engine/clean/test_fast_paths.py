@@ -18,10 +18,10 @@ import pytest
 
 from data_engine.clean import lid176
 from data_engine.clean.lid import _lid176, _model_path, lid176_top
-from data_engine.clean.measure import measure, spaceless_scripts
+from data_engine.clean.measure import _codepoints, _dominant_script, measure
 from data_engine.clean.normalize import _TABLE, clean_text
 from data_engine.clean.stats import _CHARS_PER_WORD, _LOREM, _URL, STAT_NAMES, document_stats
-from data_engine.dedup.shingles import dominant_spaceless_script
+from data_engine.dedup.shingles import dominant_spaceless_script, normalize_for_shingles
 from data_engine.langs import LANGS
 from data_engine.sample.corpus import load_udhr
 from data_engine.sample.labelled import JUNK_KINDS, junk_documents
@@ -82,7 +82,8 @@ def test_measure_prefilters_rest_on_case_folding_facts():
 
 def test_script_rule_equals_the_dedups():
     texts = [*SPACELESS, *MARKS, *_tricky(2000), "ข้อความ mixed with English words", "漢字 and Latin", ""]
-    assert spaceless_scripts(texts).tolist() == dominant_spaceless_script(texts).tolist()
+    measured = _dominant_script(*_codepoints([normalize_for_shingles(t) for t in texts]))  # measure's layout
+    assert measured.tolist() == dominant_spaceless_script(texts).tolist()
 
 
 @pytest.fixture(scope="module")
