@@ -69,11 +69,11 @@ def tag_duplicates(df: Any, keys: Any, *, stage: str, reason: str, hot_docs: int
     """Keep the best row (smallest `_rank`) of each `_key` group of `keys`; drop the rest with
     `dup_of` naming the survivor and `cluster_id` the key.
 
-    `keys` is a narrow frame (doc_id, _key, _rank) over the documents of `df`; rows with a null key
-    are nobody's duplicate. Survivors are chosen by aggregation (combined on the map side, so a key
-    held by half the table costs one row per map task), only the groups with two or more members
-    are joined back to their members (hot ones by broadcast), and only the losers are joined to the
-    documents: no step sorts or shuffles a whole group into one task.
+    `keys` is a narrow frame (doc_id, lang, _key, _rank) over the documents of `df`; rows with a
+    null key are nobody's duplicate. Survivors are chosen by aggregation (combined on the map side,
+    so a key held by half the table costs one row per map task), only the groups with two or more
+    members are joined back to their members (hot ones by broadcast), and only the losers are
+    joined to the documents: no step sorts or shuffles a whole group into one task.
     """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -86,11 +86,12 @@ def tag_duplicates(df: Any, keys: Any, *, stage: str, reason: str, hot_docs: int
               .where(F.col("_n") > 1).persist(StorageLevel.MEMORY_AND_DISK))
     hot = groups.where(F.col("_n") > hot_docs).select("_key", "_survivor")
     cold = groups.where(F.col("_n") <= hot_docs).select("_key", "_survivor")
-    members = keyed.select("doc_id", "_key")
+    members = keyed.select("doc_id", "lang", "_key")
     joined = (members.join(F.broadcast(hot), "_key")
               .unionByName(members.join(F.broadcast(hot.select("_key")), "_key", "left_anti").join(cold, "_key")))
     losers = (joined.where(F.col("doc_id") != F.col("_survivor"))
-              .select("doc_id", F.col("_survivor").alias("_dup_of"), F.col("_key").cast("string").alias("_cluster")))
+              .select("doc_id", "lang", F.col("_survivor").alias("_dup_of"),
+                      F.col("_key").cast("string").alias("_cluster")))
     result = tag_losers(df, losers, stage=stage, reason=reason)
     return dataclasses.replace(result, cached=[*result.cached, keyed, groups])
 
@@ -102,31 +103,33 @@ BROADCAST_LOSERS = 200_000
 
 
 def tag_losers(df: Any, losers: Any, *, stage: str, reason: str) -> StageResult:
-    """Mark the documents of `df` listed in `losers` (doc_id, _dup_of, _cluster) as dropped.
+    """Mark the documents of `df` listed in `losers` (doc_id, lang, _dup_of, _cluster) as dropped.
 
     One join on doc_id — evenly spread whatever the duplicates look like; every other row passes
     through untouched. The losers are counted first (a narrow frame): when few, they are broadcast
-    and the documents are never shuffled.
+    and the documents are never shuffled. The drops rows are the losers themselves, language
+    included: writing them reads no document again.
     """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    # Few losers become local data: every later plan (the next stages read the input less these)
-    # then holds a leaf, not this stage's whole plan; nesting plans stage after stage made the
-    # driver spend minutes planning. Many stay a persisted frame.
+    # Few losers become local data, and stay a leaf (a local relation needs no cache): every later
+    # plan (the next stages read the input less these) then holds a few lines, not this stage's
+    # whole plan; nesting plans stage after stage made the driver spend minutes planning.
+    # Many stay a persisted frame.
     head = losers.limit(BROADCAST_LOSERS + 1).collect()
     few = len(head) <= BROADCAST_LOSERS
-    if few:
-        losers = local_frame(df.sparkSession, head, losers.schema)
-    losers = losers.persist(StorageLevel.MEMORY_AND_DISK)
-    tagged = (df.join(F.broadcast(losers) if few else losers, "doc_id", "left")
+    losers = (local_frame(df.sparkSession, head, losers.schema) if few
+              else losers.persist(StorageLevel.MEMORY_AND_DISK))
+    marks = losers.select("doc_id", "_dup_of", "_cluster")
+    tagged = (df.join(F.broadcast(marks) if few else marks, "doc_id", "left")
               .withColumn("_drop", F.col("_dup_of").isNotNull()))
     if not few:  # a shuffle join is worth keeping; a broadcast one is cheaper to redo than caching the text
         tagged = tagged.persist(StorageLevel.MEMORY_AND_DISK)
     kept = tagged.filter(~F.col("_drop")).drop("_dup_of", "_cluster", "_drop")
-    dropped = tagged.filter(F.col("_drop")).select(
+    dropped = losers.select(
         "doc_id", F.lit(stage).alias("stage"), "lang", F.lit(reason).alias("reason"),
         F.col("_dup_of").alias("dup_of"), F.col("_cluster").alias("cluster_id"),
         F.lit(None).cast("string").alias("detail"))
-    return StageResult(kept=kept, dropped=dropped, tagged=tagged, cached=[losers],
+    return StageResult(kept=kept, dropped=dropped, tagged=tagged, cached=[] if few else [losers],
                        removed=losers.select("doc_id"))

@@ -37,7 +37,7 @@ from data_engine.spark import local_frame
 
 @dataclass(frozen=True)
 class Clusters:
-    losers: Any  # DataFrame (doc_id, _dup_of, _cluster): each removed document and its centre
+    losers: Any  # DataFrame (doc_id, lang, _dup_of, _cluster): each removed document and its centre
     rounds: int
     clusters: int
     cached: tuple[Any, ...] = ()  # persisted frames behind `losers`, freed by the stage's release
@@ -67,28 +67,32 @@ def visiting_order(degree: np.ndarray) -> np.ndarray:
     return np.lexsort((np.arange(len(degree)), -degree))
 
 
-def _survivors(ids: np.ndarray, centre: np.ndarray) -> list[tuple[str, str, str]]:
-    """(doc_id, survivor, centre id) for each member that is not its cluster's survivor: the
-    member with the smallest index (keep order) survives."""
+def _survivors(ids: np.ndarray, langs: np.ndarray, centre: np.ndarray) -> list[tuple[str, str, str, str]]:
+    """(doc_id, lang, survivor, centre id) for each member that is not its cluster's survivor:
+    the member with the smallest index (keep order) survives."""
     best = np.full(len(ids), len(ids), dtype=np.int64)
     np.minimum.at(best, centre, np.arange(len(ids)))
     survivor = best[centre]
     lost = np.flatnonzero(survivor != np.arange(len(ids)))
-    return list(zip(ids[lost].tolist(), ids[survivor[lost]].tolist(), ids[centre[lost]].tolist(), strict=True))
+    return list(zip(ids[lost].tolist(), langs[lost].tolist(), ids[survivor[lost]].tolist(),
+                    ids[centre[lost]].tolist(), strict=True))
 
 
-LOSERS_SCHEMA = "doc_id string, _dup_of string, _cluster string"
+#: The losers carry their language so that their drops rows need no second read of the documents.
+LOSERS_SCHEMA = "doc_id string, lang string, _dup_of string, _cluster string"
 
 
 def centre_clusters_local(edges: Any, ranks: Any) -> Clusters:
-    """The greedy loop on the driver: `edges` (u, v) and `ranks` (doc_id, _rank) are collected, so
-    the caller bounds the graph's size."""
+    """The greedy loop on the driver: `edges` (u, v) and `ranks` (doc_id, lang, _rank) are
+    collected, so the caller bounds the graph's size."""
     from pyspark.sql import functions as F
 
     spark = edges.sparkSession
     nodes = (edges.select(F.col("u").alias("doc_id")).unionByName(edges.select(F.col("v").alias("doc_id")))
              .distinct().join(ranks, "doc_id"))
-    ids = np.array([r.doc_id for r in nodes.orderBy("_rank").select("doc_id").toLocalIterator()], dtype=object)
+    known = [(r.doc_id, r.lang) for r in nodes.orderBy("_rank").select("doc_id", "lang").toLocalIterator()]
+    ids = np.array([doc_id for doc_id, _ in known], dtype=object)
+    langs = np.array([lang for _, lang in known], dtype=object)
     if len(ids) == 0:
         return Clusters(losers=spark.createDataFrame([], LOSERS_SCHEMA), rounds=0, clusters=0)
     index = {doc_id: i for i, doc_id in enumerate(ids.tolist())}
@@ -99,7 +103,7 @@ def centre_clusters_local(edges: Any, ranks: Any) -> Clusters:
     u, v = np.array(u_ids, dtype=np.int64), np.array(v_ids, dtype=np.int64)
     degree = np.bincount(np.concatenate([u, v]), minlength=len(ids))
     centre = greedy_centres(visiting_order(degree), u, v, len(ids))
-    losers = local_frame(spark, _survivors(ids, centre), LOSERS_SCHEMA)
+    losers = local_frame(spark, _survivors(ids, langs, centre), LOSERS_SCHEMA)
     sizes = np.unique(centre, return_counts=True)[1]
     return Clusters(losers=losers, rounds=1, clusters=int((sizes > 1).sum()))
 
@@ -116,7 +120,7 @@ def centre_clusters(edges: Any, ranks: Any, *, max_rounds: int = 50) -> Clusters
     order = (ends.groupBy("node").agg(F.count(F.lit(1)).alias("degree"))
              .join(ranks.withColumnRenamed("doc_id", "node"), "node")
              .select("node", F.struct((-F.col("degree")).alias("d"), F.col("_rank").alias("r")).alias("_order"),
-                     "_rank")
+                     "_rank", "lang")
              .persist(StorageLevel.MEMORY_AND_DISK))
     rounds, members = 0, []
     while rounds < max_rounds and current.take(1):
@@ -145,12 +149,12 @@ def centre_clusters(edges: Any, ranks: Any, *, max_rounds: int = 50) -> Clusters
     everyone = members[0]
     for part in members[1:]:
         everyone = everyone.unionByName(part)
-    everyone = everyone.join(order.select("node", "_rank"), "node")
+    everyone = everyone.join(order.select("node", "_rank", "lang"), "node")
     best = everyone.groupBy("centre").agg(F.min_by("node", "_rank").alias("survivor"))
     clusters = best.count()
     # Checkpointed: the rounds' lineage (each round's frames built on the last) stays behind.
     losers = (everyone.join(best, "centre").where(F.col("node") != F.col("survivor"))
-              .select(F.col("node").alias("doc_id"), F.col("survivor").alias("_dup_of"),
+              .select(F.col("node").alias("doc_id"), "lang", F.col("survivor").alias("_dup_of"),
                       F.col("centre").alias("_cluster"))
               .localCheckpoint(eager=True))
     return Clusters(losers=losers, rounds=rounds, clusters=int(clusters), cached=(order, *members))

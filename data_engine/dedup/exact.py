@@ -15,6 +15,6 @@ REASON = "exact_duplicate"
 def dedup_exact(df: Any, cfg: ExactDedupConfig = ExactDedupConfig()) -> StageResult:
     """Group by the hash of the normalised text (`normalize.normalize_text`); `cluster_id` in
     drops is that hash, so `drops` rows of one group share it with their survivor's `dup_of`."""
-    keys = df.select("doc_id", text_hash_column(df["text"], lowercase=cfg.lowercase).alias("_key"),
+    keys = df.select("doc_id", "lang", text_hash_column(df["text"], lowercase=cfg.lowercase).alias("_key"),
                      keep_rank(df).alias("_rank"))
     return tag_duplicates(df, keys, stage=STAGE, reason=REASON)

@@ -57,7 +57,7 @@ def _signature_partitions(cfg: NearDedupConfig, keep_signature: bool, max_chars:
                 continue
             hashes, doc = shingle_hashes(pdf["text"].tolist(), pdf["lang"].tolist(), spec)
             sig = hasher.signatures(hashes, doc, len(pdf))
-            out = pd.DataFrame({"doc_id": pdf["doc_id"].to_numpy(),
+            out = pd.DataFrame({"doc_id": pdf["doc_id"].to_numpy(), "lang": pdf["lang"].to_numpy(),
                                 "bands": list(hasher.band_keys(sig))})
             for name in pdf.columns:
                 if name.startswith("_k_"):  # the keep rule's fields, handed on
@@ -222,7 +222,7 @@ def dedup_near(df: Any, cfg: NearDedupConfig = NearDedupConfig()) -> StageResult
     max_chars = batch_chars(df.sparkSession)
     exact_check = cfg.verify == "exact"
     rank_fields = keep_rank_fields(df)
-    sig_schema = ("doc_id string, bands array<bigint>" + ("" if exact_check else ", sig array<bigint>")
+    sig_schema = ("doc_id string, lang string, bands array<bigint>" + ("" if exact_check else ", sig array<bigint>")
                   + "".join(f", _k_{name} {kind}" for name, _, kind in rank_fields))
     signed = (df.select("doc_id", "lang", "text", *[column.alias(f"_k_{name}") for name, column, _ in rank_fields])
               .mapInPandas(_signature_partitions(cfg, keep_signature=not exact_check, max_chars=max_chars),
@@ -236,7 +236,10 @@ def dedup_near(df: Any, cfg: NearDedupConfig = NearDedupConfig()) -> StageResult
             signed.count()
         with phase(spark, "near: LSH candidates"):
             pairs, stats.largest_bucket, stats.split_levels = candidate_pairs(signed, cfg.bands, cfg.max_bucket_size)
-            pairs = pairs.persist(StorageLevel.MEMORY_AND_DISK)
+            # Checkpointed, not persisted: every later frame (sets, scores, edges, clusters) is built
+            # on the pairs, and a cached frame's plan is printed inside each plan that reads it, its
+            # initial and final versions both: nested caches made plans of a megabyte.
+            pairs = pairs.localCheckpoint(eager=True)
             stats.candidates = pairs.count()
         with phase(spark, "near: verification"):
             if exact_check:
@@ -251,11 +254,10 @@ def dedup_near(df: Any, cfg: NearDedupConfig = NearDedupConfig()) -> StageResult
                      .select(F.col("a").alias("u"), F.col("b").alias("v"))
                      .persist(StorageLevel.MEMORY_AND_DISK))
             stats.edges = edges.count()
-        pairs.unpersist()
         if sets is not None:
             sets.unpersist()
         with phase(spark, "near: clusters"):
-            ranks = signed.select("doc_id", keep_rank(df, [(name, F.col(f"_k_{name}"), kind)
+            ranks = signed.select("doc_id", "lang", keep_rank(df, [(name, F.col(f"_k_{name}"), kind)
                                                            for name, _, kind in rank_fields]).alias("_rank"))
             if stats.edges <= cfg.driver_graph_edges:
                 clusters = centre_clusters_local(edges, ranks)

@@ -60,22 +60,28 @@ def _count(tagged: Any) -> StageCounts:
 
 
 def _without(base: Any, gone: list[Any]) -> Any:
-    """`base` less the documents in the persisted (doc_id) frames `gone`.
+    """`base` less the documents in the (doc_id) frames `gone`: local data when few, else persisted.
 
     Each stage's input is the run's input less what earlier stages removed — one anti-join —
     rather than the previous stage's output: chained outputs nest each stage's plan (which reads
     its input several times) inside the next, and the plans grow exponentially (measured: the
     input scan 5,888 times over after four stages, minutes of planning, an OutOfMemoryError).
+    Few removed ids become one local relation: one leaf in every later plan, not a union of them.
     """
     from pyspark.sql import functions as F
 
     from data_engine.dedup.base import BROADCAST_LOSERS
+    from data_engine.spark import local_frame
 
+    few = sum(frame.count() for frame in gone) <= BROADCAST_LOSERS  # local or persisted: cheap counts
+    if few:
+        ids = [row for frame in gone for row in frame.collect()]
+        removed = local_frame(base.sparkSession, ids, "doc_id string")
+        return base.join(F.broadcast(removed), "doc_id", "left_anti")
     removed = gone[0]
     for frame in gone[1:]:
         removed = removed.unionByName(frame)
-    few = sum(frame.count() for frame in gone) <= BROADCAST_LOSERS  # persisted: cheap counts
-    return base.join(F.broadcast(removed) if few else removed, "doc_id", "left_anti")
+    return base.join(removed, "doc_id", "left_anti")
 
 
 def plan_dedup(spark: Any, lake_dir: str, cfg: DedupConfig = DedupConfig(), *,

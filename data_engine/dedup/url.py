@@ -94,5 +94,5 @@ def dedup_url(df: Any, cfg: UrlDedupConfig = UrlDedupConfig()) -> StageResult:
 
     key = url_key_column(df["url"], cfg) if "url" in df.columns else F.lit(None).cast("string")
     rank = F.struct((-F.length("text")).alias("len"), F.col("doc_id").alias("id"))
-    keys = df.select("doc_id", key.alias("_key"), rank.alias("_rank"))
+    keys = df.select("doc_id", "lang", key.alias("_key"), rank.alias("_rank"))
     return tag_duplicates(df, keys, stage=STAGE, reason=REASON)

@@ -198,27 +198,7 @@ def test_url_and_exact_dedup_keep_one_copy_of_the_page(runs, corpus, skew_lake):
     assert len(kept & page) == 1
 
 
-# Measured on this corpus (8 shuffle partitions, 2 cores); each is a flaw of the code, not of the test.
-KNOWN_SKEW = {
-    "dedup": "the write of drops (a union of 18 partitions) re-scans docs_clean in two of its branches; "
-             "one scan partition holds 12,644 of its 19,977 rows (Spark packs files by compressed bytes and "
-             "the page's copies compress to nothing; the other two hold 4,028 and 3,305) while the cached "
-             "branches count one record per batch (max 12,644, median 1, ratio 12,644)",
-}
-KNOWN_BIG_PLANS = {
-    "dedup": "before 2026-12-02 each dedup stage read the previous stage's output and plans nested: 29 MB "
-             "uncapped (5,888 copies of the docs_clean scan) on this corpus, exhausting the 1 GB driver. "
-             "Stages now read the input less the removed ids (a local leaf), and the driver gaps are gone, "
-             "but the drops union and the lines stage still print plans at the 1,000,000-character cap "
-             "(999,997 measured 2026-12-02)",
-}
-
-
-def _known(job: str, known: dict[str, str]) -> object:
-    return pytest.param(job, marks=pytest.mark.xfail(strict=True, reason=known[job])) if job in known else job
-
-
-@pytest.mark.parametrize("job", [_known(job, KNOWN_SKEW) for job in JOBS])
+@pytest.mark.parametrize("job", JOBS)
 def test_no_task_reads_more_than_a_few_times_the_median(runs, job):
     app = runs[job].app
     measured = spark_events.stage_skews(app, min_tasks=MIN_TASKS, min_records=MIN_RECORDS)
@@ -228,10 +208,14 @@ def test_no_task_reads_more_than_a_few_times_the_median(runs, job):
     assert not skewed, "\n".join(map(str, skewed))
 
 
-@pytest.mark.parametrize("job", [_known(job, KNOWN_BIG_PLANS) for job in JOBS])
+@pytest.mark.parametrize("job", JOBS)
 def test_query_plans_stay_small(runs, job):
     """A plan that nests every earlier stage's plan grows with the pipeline, not the data, and the
-    driver renders it at each query and re-plan: a few thousand lines is plenty for these jobs."""
+    driver renders it at each query and re-plan: a few thousand lines is plenty for these jobs.
+
+    Before 2026-12-02 each dedup stage read the previous stage's output and plans nested (29 MB on
+    this corpus, exhausting the 1 GB driver); until 2026-12-04 the near stage's persisted pairs,
+    printed inside every plan built on them, initial and final plan both, still reached the cap."""
     longest = runs[job].app.longest_plan_chars
     print(f"\n{job}: longest plan description {longest:,} characters (cap {PLAN_CAP:,})")
     assert longest <= MAX_PLAN_CHARS

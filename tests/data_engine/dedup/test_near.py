@@ -214,8 +214,9 @@ def test_greedy_centres_in_spark_rounds_match_the_driver_loop(spark):
     n = 60
     edges = sorted({tuple(sorted(rng.sample(range(n), 2))) for _ in range(90)})
     e_df = spark.createDataFrame([(f"n{a:02d}", f"n{b:02d}") for a, b in edges], "u string, v string")
-    ranks = spark.createDataFrame([(f"n{i:02d}", (rng.random(),)) for i in range(n)],
-                                  "doc_id string, _rank struct<q:double>")
+    langs = ("tha", "eng", "zho")
+    ranks = spark.createDataFrame([(f"n{i:02d}", langs[i % 3], (rng.random(),)) for i in range(n)],
+                                  "doc_id string, lang string, _rank struct<q:double>")
     local = centre_clusters_local(e_df, ranks)
     spread = centre_clusters(e_df, ranks)
     expected = sorted(tuple(r) for r in local.losers.collect())
@@ -224,6 +225,7 @@ def test_greedy_centres_in_spark_rounds_match_the_driver_loop(spark):
         frame.unpersist()
     assert got == expected and spread.rounds >= 2 and spread.clusters == local.clusters
     assert len(expected) > 20
+    assert all(lang == langs[int(doc_id[1:]) % 3] for doc_id, lang, *_ in expected)  # each loser's own
 
 
 def test_oversized_buckets_are_split_by_further_bands_not_starred(spark):
