@@ -5,8 +5,9 @@ character, a tuple per n-gram: ~1.5 ms for a 1,300-character page). Here the bat
 go into one array and every statistic is a few passes over it: per-character classes from one
 table (Python's own `isspace`, `isdigit`, `\\w`, categories L/M, built once per process), line,
 word and letter-run boundaries from shifted comparisons, counts per document from `add.reduceat`,
-and "equal to an earlier line / run / n-gram of the same document" from sorting 64-bit polynomial
-hashes of them (two different strings share one with probability ~2⁻⁶⁴). Python remains only where
+and "equal to an earlier line / run / n-gram of the same document" from one compiled pass with a
+hash table over 64-bit polynomial hashes of them (two different strings share one with
+probability ~2⁻⁶⁴; a sort of them was 30% of measure's time). Python remains only where
 it defines the answer: the regular expressions (code and bullet lines, URLs, "lorem ipsum"), run
 only on the lines and documents that can match them, and Gopher's duplicate n-gram walk, which
 skips past each repeat and so is sequential, run only from a document's first repeated n-gram on.
@@ -133,45 +134,84 @@ class _Hasher:
         return h ^ (b - a).astype(np.uint64)  # compared for equality only: no need to mix
 
 
-def _grouped(key: np.ndarray) -> np.ndarray:
-    """Indices ordered by (key, index): equal keys adjacent, each run in index order.
+_MIX = np.uint64(0xBF58476D1CE4E5B9)
 
-    A value sort is several times faster than an index sort, so the index is packed into the low
-    bits of the key; keys equal only in their remaining high bits (rare) are re-sorted exactly."""
+
+@numba.njit(cache=True)
+def _slots(n: int) -> int:
+    size = 2
+    while size < 2 * n:
+        size *= 2
+    return size
+
+
+@numba.njit(cache=True)
+def _find(slot_doc: np.ndarray, slot_key: np.ndarray, d: np.int64, k: np.uint64) -> int:
+    """The slot of (d, k) in an open-addressed table, or the empty slot where it goes."""
+    mask = np.uint64(len(slot_doc) - 1)
+    h = ((k ^ (np.uint64(d) * _B)) * _MIX) >> np.uint64(17)
+    while True:
+        at = int(h & mask)
+        if slot_doc[at] < 0 or (slot_doc[at] == d and slot_key[at] == k):
+            return at
+        h += np.uint64(1)
+
+
+@numba.njit(cache=True)
+def _earlier_index(doc: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """Per index, the nearest earlier index with the same (document, key), else -1: one pass
+    with a hash table of the last index seen, instead of sorting (document, key) pairs."""
     n = len(key)
-    bits = np.uint64(max(1, (n - 1).bit_length()))
-    packed = ((key >> bits) << bits) | np.arange(n, dtype=np.uint64)
-    packed.sort()
-    order = (packed & ((np.uint64(1) << bits) - np.uint64(1))).astype(np.int64)
-    high = packed >> bits
-    full = key[order]
-    clash = np.flatnonzero((high[1:] == high[:-1]) & (full[1:] != full[:-1]))
-    if len(clash):
-        run_start = np.flatnonzero(np.concatenate([[True], high[1:] != high[:-1]]))
-        run_end = np.append(run_start[1:], n)
-        for r in np.unique(np.searchsorted(run_start, clash, side="right") - 1):
-            lo, hi = run_start[r], run_end[r]
-            sub = order[lo:hi]
-            order[lo:hi] = sub[np.lexsort((sub, key[sub]))]
-    return order
+    size = _slots(n)
+    slot_doc = np.full(size, -1, dtype=np.int64)
+    slot_key = np.zeros(size, dtype=np.uint64)
+    slot_last = np.zeros(size, dtype=np.int64)
+    prev = np.full(n, -1, dtype=np.int64)
+    for i in range(n):
+        at = _find(slot_doc, slot_key, doc[i], key[i])
+        if slot_doc[at] < 0:
+            slot_doc[at] = doc[i]
+            slot_key[at] = key[i]
+        else:
+            prev[i] = slot_last[at]
+        slot_last[at] = i
+    return prev
 
 
-def _doc_key(doc: np.ndarray, key: np.ndarray) -> np.ndarray:
-    """One key for (document, key): the key xor a fixed random value per document."""
-    return key ^ _code_values()[doc % len(_code_values())]
+@numba.njit(cache=True)
+def _most_frequent(doc: np.ndarray, key: np.ndarray, n_docs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per document, the count and first index of its most frequent key (ties: the one seen
+    first); count 0 where no key occurs twice."""
+    n = len(key)
+    size = _slots(n)
+    slot_doc = np.full(size, -1, dtype=np.int64)
+    slot_key = np.zeros(size, dtype=np.uint64)
+    slot_first = np.zeros(size, dtype=np.int64)
+    slot_count = np.zeros(size, dtype=np.int64)
+    for i in range(n):
+        at = _find(slot_doc, slot_key, doc[i], key[i])
+        if slot_doc[at] < 0:
+            slot_doc[at] = doc[i]
+            slot_key[at] = key[i]
+            slot_first[at] = i
+        slot_count[at] += 1
+    best_count = np.zeros(n_docs, dtype=np.int64)
+    best_first = np.full(n_docs, -1, dtype=np.int64)
+    for at in range(size):
+        c = slot_count[at]
+        if c < 2:
+            continue
+        d = slot_doc[at]
+        if c > best_count[d] or (c == best_count[d] and slot_first[at] < best_first[d]):
+            best_count[d] = c
+            best_first[d] = slot_first[at]
+    return best_count, best_first
 
 
 def _earlier(doc: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per index: whether an earlier index of the same document holds the same key, and the
     nearest such index (-1 where none)."""
-    n = len(key)
-    prev = np.full(n, -1, dtype=np.int64)
-    if n < 2:
-        return prev >= 0, prev
-    combined = _doc_key(doc, key)
-    order = _grouped(combined)
-    same = (combined[order][1:] == combined[order][:-1]) & (doc[order][1:] == doc[order][:-1])
-    prev[order[1:][same]] = order[:-1][same]
+    prev = _earlier_index(doc.astype(np.int64, copy=False), key.astype(np.uint64, copy=False))
     return prev >= 0, prev
 
 
@@ -200,23 +240,12 @@ def _ngram_stats(values: np.ndarray, lengths: np.ndarray, doc: np.ndarray, n_doc
         grams = hasher(start, start + n)
         wdoc = doc[start]
         if which == "top":
-            combined = _doc_key(wdoc, grams)
-            order = _grouped(combined)
-            ordered, od = combined[order], wdoc[order]
-            head = np.flatnonzero(np.concatenate([[True], (ordered[1:] != ordered[:-1]) | (od[1:] != od[:-1])]))
-            count = np.diff(head, append=len(order))
-            repeated = count > 1  # top is 0 unless some n-gram occurs twice
-            if not repeated.any():
+            count, at = _most_frequent(wdoc.astype(np.int64, copy=False), grams, n_docs)
+            docs = np.flatnonzero(count)  # top is 0 unless some n-gram occurs twice
+            if len(docs) == 0:
                 continue
-            at = order[head[repeated]]  # window index of each repeated n-gram's first occurrence
-            count = count[repeated]
-            hd = wdoc[at]
-            pick = np.lexsort((at, -count, hd))  # per document: the most frequent, then the first seen
-            lead = np.concatenate([[True], hd[pick][1:] != hd[pick][:-1]])
-            best = pick[lead]
-            first = start[at[best]]
-            docs = hd[best]
-            top[docs] = (count[best] * (chars[first + n] - chars[first])) / total[docs]
+            first = start[at[docs]]
+            top[docs] = (count[docs] * (chars[first + n] - chars[first])) / total[docs]
         else:
             again, prev = _earlier(wdoc, grams)
             if not again.any():
