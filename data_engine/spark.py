@@ -45,6 +45,22 @@ _LOCAL_DEFAULTS: dict[str, str] = {
 }
 
 
+#: Scan tasks per local core. Spark's default packs files by bytes into one task per core, which
+#: balances the work only when its cost follows the bytes; the Python passes do not (a Burmese or
+#: Thai page costs clean and scoring several times an English one of the same size, and the
+#: packing puts the largest files, those 3-byte UTF-8 scripts, together), so a few more, smaller
+#: tasks keep one slow task from holding the stage. Measured: clean at 100k, 32.8-34.5 s -> 29.3-31.0 s.
+SCAN_TASKS_PER_CORE = 8
+
+
+def local_cores(master: str) -> int:
+    """The cores of a `local`, `local[N]`, `local[*]` or `local[N, F]` master."""
+    inside = master[len("local"):].strip("[]").split(",")[0].strip()
+    if inside == "*":
+        return os.cpu_count() or 1
+    return max(1, int(inside)) if inside else 1
+
+
 def under_spark_submit() -> bool:
     """True when this Python driver was launched by spark-submit (it hands us its JVM)."""
     return "PYSPARK_GATEWAY_PORT" in os.environ
@@ -78,6 +94,7 @@ def get_spark(app_name: str = "sailyard", conf: dict[str, str] | None = None) ->
         master = wanted["spark.master"] = os.environ.get("SAILYARD_SPARK_MASTER", "local[*]")
     if master.startswith("local"):
         wanted.update(_LOCAL_DEFAULTS)
+        wanted["spark.sql.files.minPartitionNum"] = str(SCAN_TASKS_PER_CORE * local_cores(master))
     wanted.update(conf or {})
     builder = SparkSession.builder.appName(app_name)
     for key, value in wanted.items():

@@ -39,10 +39,14 @@ MAX_PLAN_CHARS = 200_000
 # would merge them into one task and hide the skew that at terabytes is one task holding a third of
 # the corpus. Plan descriptions are capped because the event log queues and serialises each one
 # besides what Spark keeps anyway: uncapped, the instrument itself can exhaust the heap (see
-# test_query_plans_stay_small for what they measure).
+# test_query_plans_stay_small for what they measure). Rows per written file are capped as the
+# shipped spark-defaults.conf caps them (200,000), scaled to this corpus: the page's copies
+# compress to nothing, and Spark packs files into scan tasks by bytes, so uncapped one file of
+# them is one task reading seven times the median's rows (measured).
 SUBMIT_CONF = ("--driver-memory", "1g",
                "--conf", "spark.sql.shuffle.partitions=8",
                "--conf", "spark.sql.adaptive.coalescePartitions.enabled=false",
+               "--conf", "spark.sql.files.maxRecordsPerFile=1000",
                "--conf", f"spark.sql.maxPlanStringLength={PLAN_CAP}",
                "--conf", "spark.eventLog.enabled=true",
                "--conf", "spark.eventLog.compress=false")

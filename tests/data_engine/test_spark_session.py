@@ -1,4 +1,4 @@
-"""data_engine.spark's helpers on the shared session: local frames and the background warm-up."""
+"""data_engine.spark's helpers on the shared session: local frames, the background warm-up, local defaults."""
 
 from __future__ import annotations
 
@@ -31,3 +31,15 @@ def test_warm_up_runs_beside_the_caller_without_taking_its_job_description(spark
         assert context.getLocalProperty("spark.job.description") == "mine"
     finally:
         context.setJobDescription(None)  # type: ignore[arg-type]
+
+
+def test_local_sessions_scan_in_several_tasks_per_core(spark) -> None:
+    """Spark's one-task-per-core default left one Burmese-and-Khmer task holding scoring's stage."""
+    import os
+
+    from data_engine.spark import SCAN_TASKS_PER_CORE, local_cores
+
+    assert [local_cores(m) for m in ("local", "local[3]", "local[4, 2]")] == [1, 3, 4]
+    assert local_cores("local[*]") == local_cores("local[*, 3]") == os.cpu_count()
+    master = spark.sparkContext.master
+    assert int(spark.conf.get("spark.sql.files.minPartitionNum")) == SCAN_TASKS_PER_CORE * local_cores(master)
