@@ -10,6 +10,7 @@ are on the classpath (then the lake commits natively instead of through delta-rs
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,11 +55,15 @@ SCAN_TASKS_PER_CORE = 8
 
 
 def local_cores(master: str) -> int:
-    """The cores of a `local`, `local[N]`, `local[*]` or `local[N, F]` master."""
-    inside = master[len("local"):].strip("[]").split(",")[0].strip()
-    if inside == "*":
-        return os.cpu_count() or 1
-    return max(1, int(inside)) if inside else 1
+    """The cores of a `local`, `local[N]`, `local[*]`, `local[N, F]` or `local-cluster[W, C, M]`
+    master (W workers of C cores); 1 for anything else."""
+    cluster = re.fullmatch(r"local-cluster\[\s*(\d+)\s*,\s*(\d+)\s*,.*\]", master.strip())
+    if cluster:
+        return max(1, int(cluster[1]) * int(cluster[2]))
+    local = re.fullmatch(r"local(?:\[\s*(\*|\d+)\s*(?:,\s*\d+\s*)?\])?", master.strip())
+    if local is None or local[1] is None:
+        return 1
+    return (os.cpu_count() or 1) if local[1] == "*" else max(1, int(local[1]))
 
 
 def under_spark_submit() -> bool:

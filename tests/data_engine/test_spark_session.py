@@ -39,7 +39,7 @@ def test_local_sessions_scan_in_several_tasks_per_core(spark) -> None:
 
     from data_engine.spark import SCAN_TASKS_PER_CORE, local_cores
 
-    assert [local_cores(m) for m in ("local", "local[3]", "local[4, 2]")] == [1, 3, 4]
+    assert [local_cores(m) for m in ("local", "local[3]", "local[4, 2]", "local-cluster[2, 3, 1024]")] == [1, 3, 4, 6]
     assert local_cores("local[*]") == local_cores("local[*, 3]") == os.cpu_count()
     master = spark.sparkContext.master
     assert int(spark.conf.get("spark.sql.files.minPartitionNum")) == SCAN_TASKS_PER_CORE * local_cores(master)
